@@ -1,0 +1,73 @@
+import type { Config } from './config.js';
+import { createEmbeddingService, type EmbeddingService } from './embed/index.js';
+import { MemoryService } from './memory/index.js';
+import type { Logger } from './obs/index.js';
+import { openDb, type Db } from './store/index.js';
+import { TokenVerifier, loadOrCreateSigningSecret, type TokenKeySource } from './tenancy/index.js';
+import { createVectorIndex, preparePgvector, type VectorIndex } from './vector/index.js';
+
+/** Everything the gateway and the workers share, wired from one Config. */
+export interface Core {
+  readonly config: Config;
+  readonly db: Db;
+  readonly embeddings: EmbeddingService;
+  readonly vectors: VectorIndex;
+  readonly memory: MemoryService;
+  readonly tokens: TokenVerifier;
+  /** The HS secret when tokens are signed locally (embedded mode, or AETERNA_JWT_SECRET). */
+  readonly signingSecret: string | undefined;
+  close(): Promise<void>;
+}
+
+export async function resolveTokenKeys(config: Config): Promise<{ keys: TokenKeySource; signingSecret?: string }> {
+  if (config.auth.secret) return { keys: { kind: 'secret', secret: config.auth.secret }, signingSecret: config.auth.secret };
+  if (config.auth.jwksUrl) return { keys: { kind: 'jwks', url: config.auth.jwksUrl } };
+  const secret = await loadOrCreateSigningSecret(config.dataDir);
+  return { keys: { kind: 'secret', secret }, signingSecret: secret };
+}
+
+export async function openCore(config: Config, log: Logger): Promise<Core> {
+  const { keys, signingSecret } = await resolveTokenKeys(config);
+  const tokens = new TokenVerifier({
+    keys,
+    ...(config.auth.issuer ? { issuer: config.auth.issuer } : {}),
+    ...(config.auth.audience ? { audience: config.auth.audience } : {}),
+  });
+  const embeddings = createEmbeddingService({
+    embedder: config.embedder,
+    embedCache: config.embedCache,
+    ...(config.redisUrl ? { redisUrl: config.redisUrl } : {}),
+  });
+  let db: Db;
+  try {
+    db = await openDb(config.database, {
+      prepare: preparePgvector(embeddings.dims),
+      log: (line) => log.info(line),
+    });
+  } catch (err) {
+    await embeddings.close();
+    throw err;
+  }
+  const vectors = createVectorIndex(db.capabilities, embeddings.dims);
+  log.info({ db: db.kind, vectors: vectors.name, embedder: embeddings.model }, 'core ready');
+  const memory = new MemoryService({
+    db,
+    embeddings,
+    vectors,
+    maxContentBytes: config.limits.maxContentBytes,
+    dedupThreshold: config.memory.dedupThreshold,
+    recencyHalfLifeDays: config.memory.recencyHalfLifeDays,
+  });
+  return {
+    config,
+    db,
+    embeddings,
+    vectors,
+    memory,
+    tokens,
+    signingSecret,
+    async close() {
+      await Promise.allSettled([db.close(), embeddings.close()]);
+    },
+  };
+}

@@ -1,0 +1,1 @@
+export { EventLog, type AppendEventInput } from './log.js';

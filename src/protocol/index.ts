@@ -1,0 +1,11 @@
+export {
+  AeternaError,
+  ERROR_CODES,
+  httpStatusOf,
+  isAeternaError,
+  toWireError,
+  type ErrorCode,
+  type WireError,
+} from './errors.js';
+export { describeZodError, parseInput } from './validation.js';
+export * from './memory.js';

@@ -1,0 +1,170 @@
+import { z } from 'zod';
+
+/** Narrowest first: when two layers hold the same thing, the earlier one wins. */
+export const LAYERS = ['agent', 'user', 'session', 'project', 'team', 'org', 'company'] as const;
+export type Layer = (typeof LAYERS)[number];
+
+/** The request field that names each layer's scope. */
+export const SCOPE_FIELD = {
+  agent: 'agentId',
+  user: 'userId',
+  session: 'sessionId',
+  project: 'projectId',
+  team: 'teamId',
+  org: 'orgId',
+  company: 'companyId',
+} as const satisfies Record<Layer, string>;
+export type ScopeField = (typeof SCOPE_FIELD)[Layer];
+
+export const FEEDBACK_TYPES = ['helpful', 'irrelevant', 'outdated', 'inaccurate', 'duplicate'] as const;
+export type FeedbackType = (typeof FEEDBACK_TYPES)[number];
+
+const ID_RULE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const id = z.string().regex(ID_RULE, 'must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$');
+const tag = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[^\p{Cc}\s,]+$/u, 'must be 1-64 characters without whitespace, commas or control characters');
+const tags = z.array(tag).max(32);
+const layer = z.enum(LAYERS);
+const METADATA_MAX_BYTES = 16 * 1024;
+const metadata = z
+  .record(z.unknown())
+  .refine((m) => Buffer.byteLength(JSON.stringify(m)) <= METADATA_MAX_BYTES, {
+    message: `must serialise to at most ${METADATA_MAX_BYTES} bytes`,
+  })
+  .refine((m) => !JSON.stringify(m).includes('\\u0000'), { message: 'must not contain NUL characters' });
+const importance = z.number().min(0).max(1);
+// PostgreSQL text and jsonb cannot hold NUL; refuse it here with a clear error instead of a 500.
+const content = z
+  .string()
+  .min(1, 'must not be empty')
+  .refine((s) => !s.includes('\u0000'), { message: 'must not contain NUL characters' });
+
+export const memoryIdSchema = z.string().uuid('must be a UUID');
+
+export const scopeFieldsSchema = z.object({
+  agentId: id.optional(),
+  userId: id.optional(),
+  sessionId: id.optional(),
+  projectId: id.optional(),
+  teamId: id.optional(),
+  orgId: id.optional(),
+  companyId: id.optional(),
+});
+export type ScopeFields = z.infer<typeof scopeFieldsSchema>;
+
+// .strict(): a misspelt field ("projectID") is an error, not a silently ignored key.
+export const addMemorySchema = scopeFieldsSchema
+  .extend({
+    layer,
+    content,
+    metadata: metadata.optional(),
+    tags: tags.optional(),
+    importance: importance.optional(),
+  })
+  .strict();
+export type AddMemoryInput = z.infer<typeof addMemorySchema>;
+
+export const updateMemorySchema = z
+  .object({
+    version: z.number().int().min(1),
+    content: content.optional(),
+    metadata: metadata.optional(),
+    tags: tags.optional(),
+    importance: importance.optional(),
+  })
+  .strict()
+  .refine((u) => u.content !== undefined || u.metadata !== undefined || u.tags !== undefined || u.importance !== undefined, {
+    message: 'nothing to update: give content, metadata, tags or importance',
+  });
+export type UpdateMemoryInput = z.infer<typeof updateMemorySchema>;
+
+export const feedbackSchema = z
+  .object({
+    type: z.enum(FEEDBACK_TYPES),
+    /** Signed strength; defaults to +1 for helpful and -1 for the others. */
+    score: z.number().min(-1).max(1).optional(),
+    comment: z.string().max(2000).optional(),
+  })
+  .strict();
+export type FeedbackInput = z.infer<typeof feedbackSchema>;
+
+/** Query-string numbers arrive as text; coerce, then range-check. */
+const limitParam = (max: number, fallback: number) => z.coerce.number().int().min(1).max(max).default(fallback);
+
+export const listMemoriesSchema = scopeFieldsSchema
+  .extend({
+    layer: layer.optional(),
+    tags: z
+      .preprocess((v) => (typeof v === 'string' ? v.split(',').filter((t) => t !== '') : v), tags)
+      .optional(),
+    limit: limitParam(100, 20),
+    cursor: z.string().max(200).optional(),
+  })
+  .strict();
+export type ListMemoriesInput = z.infer<typeof listMemoriesSchema>;
+
+export const searchMemoriesSchema = scopeFieldsSchema
+  .extend({
+    query: z.string().min(1, 'must not be empty').max(8192),
+    layers: z.array(layer).min(1).max(LAYERS.length).optional(),
+    tags: tags.optional(),
+    limit: z.number().int().min(1).max(100).default(10),
+    /** Minimum cosine similarity a result must reach. */
+    threshold: z.number().min(0).max(1).default(0),
+  })
+  .strict();
+export type SearchMemoriesInput = z.infer<typeof searchMemoriesSchema>;
+
+export const readEventsSchema = z
+  .object({
+    since: z.coerce.number().int().min(0).default(0),
+    limit: limitParam(1000, 100),
+  })
+  .strict();
+export type ReadEventsInput = z.infer<typeof readEventsSchema>;
+
+export interface Actor {
+  userId: string;
+  agentId?: string;
+}
+
+/** A memory as clients see it (the embedding stays server-side). */
+export interface Memory {
+  id: string;
+  tenantId: string;
+  layer: Layer;
+  scopeId: string;
+  content: string;
+  metadata: Record<string, unknown>;
+  tags: string[];
+  importance: number;
+  contentHash: string;
+  version: number;
+  accessCount: number;
+  lastAccessedAt: string | null;
+  createdBy: Actor;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Every server-to-client event, on every transport (ARCHITECTURE.md). */
+export interface EventEnvelope<D = unknown> {
+  seq: number;
+  id: string;
+  tenantId: string;
+  type: string;
+  at: string;
+  actor: Actor;
+  data: D;
+  traceId: string | null;
+}
+
+export const EVENT_TYPES = {
+  memoryAdded: 'memory.added',
+  memoryUpdated: 'memory.updated',
+  memoryDeleted: 'memory.deleted',
+  memoryFeedback: 'memory.feedback',
+} as const;

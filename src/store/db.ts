@@ -1,0 +1,34 @@
+/** What a query returns, the same for `pg` and PGlite. */
+export interface SqlResult<R> {
+  rows: R[];
+  affectedRows: number;
+}
+
+/** Something that runs parameterised SQL: a pooled client, a transaction, PGlite. */
+export interface Sql {
+  query<R = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<SqlResult<R>>;
+}
+
+export interface DbCapabilities {
+  /** pgvector is installed: embeddings are `vector` columns with an HNSW index. */
+  pgvector: boolean;
+}
+
+/**
+ * The database as the rest of the core sees it. Every tenant query runs inside `withTenant`, which
+ * opens a transaction, pins `app.tenant_id` with SET LOCAL and lets row-level security do the rest:
+ * a query cannot reach another tenant's rows even with a forged WHERE clause.
+ */
+export interface Db {
+  readonly kind: 'pglite' | 'postgres';
+  readonly capabilities: DbCapabilities;
+  withTenant<T>(tenantId: string, fn: (sql: Sql) => Promise<T>): Promise<T>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Runs as the schema owner, after migrations and before the app role takes over. */
+export type PrepareHook = (owner: Sql, capabilities: DbCapabilities) => Promise<void>;
+
+export const APP_ROLE = 'aeterna_app';
+

@@ -1,0 +1,98 @@
+import pg from 'pg';
+import type { Db, DbCapabilities, PrepareHook, Sql, SqlResult } from './db.js';
+import { loadMigrations, migrate } from './migrate.js';
+import { BYPASS_RLS_SQL, PGVECTOR_SQL, pinTenant } from './tenant-tx.js';
+
+function wrap(client: pg.PoolClient | pg.Pool): Sql {
+  return {
+    async query<R>(text: string, params?: readonly unknown[]): Promise<SqlResult<R>> {
+      const res = await client.query(text, params ? [...params] : undefined);
+      return { rows: res.rows as R[], affectedRows: res.rowCount ?? 0 };
+    },
+  };
+}
+
+// An arbitrary constant: every Aeterna process takes the same advisory lock to migrate.
+const MIGRATION_LOCK_KEY = 7_142_013_901;
+
+/** Server SQL over a `pg` pool. */
+export class PostgresDb implements Db {
+  readonly kind = 'postgres' as const;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    readonly capabilities: DbCapabilities,
+    private readonly dropToAppRole: boolean,
+  ) {}
+
+  static async open(opts: {
+    url: string;
+    poolSize: number;
+    prepare?: PrepareHook;
+    log?: (line: string) => void;
+  }): Promise<PostgresDb> {
+    const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize, connectionTimeoutMillis: 10_000 });
+    // An idle client that errors (server restart) must not crash the process; the pool drops it.
+    pool.on('error', () => {});
+    try {
+      const owner = await pool.connect();
+      try {
+        const sql = wrap(owner);
+        await migrate(
+          {
+            exclusive: async (fn) => {
+              await owner.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+              try {
+                return await fn(sql);
+              } finally {
+                await owner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+              }
+            },
+            exec: async (_sql, script) => void (await owner.query(script)),
+          },
+          await loadMigrations(),
+          opts.log,
+        );
+        const capabilities = { pgvector: (await sql.query<{ n: number }>(PGVECTOR_SQL)).rows[0]?.n === 1 };
+        await opts.prepare?.(sql, capabilities);
+        const bypass = (await sql.query<{ bypass: boolean }>(BYPASS_RLS_SQL)).rows[0]?.bypass ?? true;
+        return new PostgresDb(pool, capabilities, bypass);
+      } finally {
+        owner.release();
+      }
+    } catch (err) {
+      await pool.end();
+      throw err;
+    }
+  }
+
+  async withTenant<T>(tenantId: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      const sql = wrap(client);
+      await pinTenant(sql, tenantId, this.dropToAppRole);
+      const result = await fn(sql);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      try {
+        await client.query('ROLLBACK');
+      } catch {
+        broken = true; // the connection is unusable; destroy it rather than return it to the pool
+      }
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
