@@ -9,7 +9,7 @@ import type { EmbeddingCache, EmbeddingCacheKey } from './types.js';
  * do), which stays unambiguous only because tenant ids cannot and the hash has a fixed length,
  * hence the checks: a malformed part could otherwise alias another tenant's key.
  */
-export function cacheKeyString(key: EmbeddingCacheKey): string {
+function cacheKeyString(key: EmbeddingCacheKey): string {
   if (!isValidId(key.tenantId)) throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: invalid tenant id');
   if (!/^[0-9a-f]{64}$/.test(key.contentHash)) throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: contentHash must be sha256 hex');
   if (key.model === '') throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: model must not be empty');

@@ -12,16 +12,13 @@ const BIGRAM_WEIGHT = 0.5;
 const TRIGRAM_WEIGHT = 0.25;
 
 /**
- * Share of every vector's squared length held by one dimension common to all texts, so that
- * cosine = ANCHOR_SHARE + (1 - ANCHOR_SHARE) * (cosine of the features alone).
- *
- * Why: with purely local features, changing one word of a sentence with n content words costs
- * about 1/n of the similarity, so a 15-word sentence (≈10 content words) lands near 0.90 whatever
- * the weights. Learned models score such near-duplicates 0.95+ and put unrelated text well above
- * 0 too; the memory service's dedup threshold (0.95) assumes that scale. The map is affine and
- * increasing, so rankings are exactly those of the raw features; only absolute scores move.
+ * Similarities are the plain cosine of these features: no constant offset. Changing one of a
+ * sentence's ~10 content words therefore costs about a tenth of the similarity (≈0.88-0.92), so at
+ * the default dedup threshold (0.95) only near-verbatim repeats merge (case, punctuation, spacing,
+ * a typo, a plural). Inflating every score to push one-word edits over 0.95 was tried and dropped:
+ * it put unrelated texts at ~0.65, which made `threshold` meaningless and let importance outrank
+ * relevance in search.
  */
-const ANCHOR_SHARE = 0.65;
 
 /** Dropped from unigrams and bigrams: frequent enough to make every pair of texts look alike. */
 const STOP_WORDS = new Set(
@@ -62,7 +59,7 @@ function undouble(stem: string): string {
  * become "us"), cheap, and harmless on other languages, whose words rarely end in these ASCII
  * suffixes. Words of three letters or fewer are only stripped of a final "e".
  */
-export function stem(word: string): string {
+function stem(word: string): string {
   let w = word;
   if (w.length > 3) {
     if (w.endsWith('ies') && w.length > 4) w = `${w.slice(0, -3)}y`;
@@ -118,7 +115,7 @@ export class HashingEmbedder implements Embedder {
     let any = false;
     const add = (feature: string, weight: number): void => {
       const h = hash32(feature);
-      // Dimension 0 is the anchor's; the top bit picks the sign so collisions cancel on average.
+      // Dimension 0 is reserved for featureless text; the top bit picks the sign so collisions cancel on average.
       const index = 1 + ((h & 0x7fffffff) % (this.dims - 1));
       v[index] = (v[index] ?? 0) + (h & 0x80000000 ? -weight : weight);
       any = true;
@@ -143,15 +140,10 @@ export class HashingEmbedder implements Embedder {
 
   private embedOne(text: string): Float32Array {
     const features = this.featureVector(text);
-    const out = features ?? new Float32Array(this.dims);
-    if (features) {
-      const scale = Math.sqrt(1 - ANCHOR_SHARE);
-      for (let i = 1; i < out.length; i++) out[i] = (out[i] ?? 0) * scale;
-      out[0] = Math.sqrt(ANCHOR_SHARE);
-    } else {
-      // No letters, digits or pictographs (empty, punctuation): the anchor alone, a valid unit vector.
-      out[0] = 1;
-    }
+    if (features) return features;
+    // No letters, digits or pictographs (empty, punctuation): one shared valid unit vector.
+    const out = new Float32Array(this.dims);
+    out[0] = 1;
     return out;
   }
 }

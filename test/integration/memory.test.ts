@@ -96,22 +96,23 @@ describe.each(backends())('MemoryService on %s', (backend) => {
       expect(again).toMatchObject({ deduplicated: true, duplicateOf: first.memory.id, similarity: 1 });
       expect(again.memory.version).toBe(1); // nothing changed, nothing written
 
-      const near = await memory.add(ctx, {
-        layer: 'project',
-        projectId: 'p',
-        content: text.replace('nightly', 'daily'),
-        tags: ['ops'],
-      });
+      // Near-verbatim: case, punctuation and a plural differ; the facts do not.
+      const repeat = `${text.toLowerCase().replace('backups', 'backup')}.`;
+      const near = await memory.add(ctx, { layer: 'project', projectId: 'p', content: repeat, tags: ['ops'] });
       expect(near.deduplicated).toBe(true);
       expect(near.duplicateOf).toBe(first.memory.id);
       expect(near.similarity).toBeGreaterThanOrEqual(0.95);
-      expect(near.memory).toMatchObject({ version: 2, content: text.replace('nightly', 'daily') });
+      expect(near.memory).toMatchObject({ version: 2, content: repeat });
+
+      // One changed word is a different fact (Frankfurt vs Dublin): it must not overwrite the first.
+      const changed = await memory.add(ctx, { layer: 'project', projectId: 'p', content: text.replace('Frankfurt', 'Dublin') });
+      expect(changed.deduplicated).toBe(false);
       expect(near.memory.tags.sort()).toEqual(['db', 'ops']);
 
       const other = await memory.add(ctx, { layer: 'project', projectId: 'other', content: text });
       expect(other.deduplicated).toBe(false);
-      expect((await memory.list(ctx, {})).items).toHaveLength(2);
-      expect((await memory.events(ctx, {})).events.map((e) => e.type)).toEqual(['memory.added', 'memory.updated', 'memory.added']);
+      expect((await memory.list(ctx, {})).items).toHaveLength(3);
+      expect((await memory.events(ctx, {})).events.map((e) => e.type)).toEqual(['memory.added', 'memory.updated', 'memory.added', 'memory.added']);
     });
   });
 
