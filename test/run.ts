@@ -6,6 +6,7 @@
  * AETERNA_TEST_SKIP_STATIC=1 skips tsc and eslint, for quick local loops on one test file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,7 +110,9 @@ async function main(): Promise<number> {
       results.push(await runStep('tsc', bin('tsc'), ['--noEmit'], env));
       results.push(await runStep('eslint', bin('eslint'), ['.'], env));
     }
-    results.push(await runStep('vitest', bin('vitest'), ['run', ...vitestArgs], env));
+    results.push(
+      await runStep('vitest', bin('vitest'), ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${countsFile}`, ...vitestArgs], env),
+    );
   } finally {
     const stopStarted = Date.now();
     await services.stop();
@@ -122,7 +125,29 @@ async function main(): Promise<number> {
     ...results.map((r) => `${r.name} ${r.code === 0 ? 'ok' : `FAILED (exit ${r.code})`} ${seconds(r.ms)}`),
   ];
   log(`${failed ? 'FAILED' : 'passed'} in ${seconds(Date.now() - started)}: ${parts.join(' · ')}`);
+  const counts = await readCounts();
+  // The plain closing line CI reads: counts of tests, whatever the runner's own format.
+  if (counts) console.log(`tests: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`);
   return failed?.code ?? 0;
+}
+
+const countsFile = path.join(os.tmpdir(), `aeterna-vitest-${process.pid}.json`);
+
+/** Test counts from vitest's JSON report; undefined when vitest did not get as far as writing it. */
+async function readCounts(): Promise<{ passed: number; failed: number; skipped: number } | undefined> {
+  try {
+    const report = JSON.parse(await readFile(countsFile, 'utf8')) as {
+      numPassedTests: number;
+      numFailedTests: number;
+      numPendingTests: number;
+      numTodoTests: number;
+    };
+    return { passed: report.numPassedTests, failed: report.numFailedTests, skipped: report.numPendingTests + report.numTodoTests };
+  } catch {
+    return undefined;
+  } finally {
+    await rm(countsFile, { force: true });
+  }
 }
 
 function missing(services: { redisUrl?: string; databaseUrl?: string }): string {
