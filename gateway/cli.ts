@@ -67,6 +67,8 @@ async function startCommand(config: Config): Promise<void> {
     await core.close();
     process.exit(0);
   };
+  // A bug that leaks a rejected promise is logged, not allowed to take every connection down.
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 }

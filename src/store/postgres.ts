@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { AeternaError } from '../protocol/index.js';
 import type { Db, DbCapabilities, PrepareHook, Sql, SqlResult } from './db.js';
 import { loadMigrations, migrate } from './migrate.js';
 import { BYPASS_RLS_SQL, PGVECTOR_SQL, pinTenant } from './tenant-tx.js';
@@ -10,6 +11,12 @@ function wrap(client: pg.PoolClient | pg.Pool): Sql {
       return { rows: res.rows as R[], affectedRows: res.rowCount ?? 0 };
     },
   };
+}
+
+/** SQLSTATE class 08 (connection exception) and the 57P0x shutdown codes: the server, not the request, failed. */
+function isConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('08') || /^57P0[1-3]$/.test(code) || code === 'ECONNRESET' || code === 'ECONNREFUSED');
 }
 
 // An arbitrary constant: every Aeterna process takes the same advisory lock to migrate.
@@ -67,7 +74,12 @@ export class PostgresDb implements Db {
   }
 
   async withTenant<T>(tenantId: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw new AeternaError('UNAVAILABLE', 'database unavailable', { reason: (err as Error).message });
+    }
     let broken = false;
     try {
       await client.query('BEGIN');
@@ -82,7 +94,7 @@ export class PostgresDb implements Db {
       } catch {
         broken = true; // the connection is unusable; destroy it rather than return it to the pool
       }
-      throw err;
+      throw isConnectionLoss(err) ? new AeternaError('UNAVAILABLE', 'database connection lost') : err;
     } finally {
       client.release(broken);
     }

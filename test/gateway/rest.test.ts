@@ -227,6 +227,19 @@ describe.each(backends())('REST API on uWS (%s)', (backend) => {
     expect(await memoryCount()).toBe(before);
   });
 
+  it("records the caller's x-request-id as the trace id of the events it wrote", async () => {
+    const res = await fetch(`${base}/v1/memories`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${dev}`, 'content-type': 'application/json', 'x-request-id': 'trace-42.a' },
+      body: JSON.stringify({ layer: 'project', projectId: 'trace', content: 'traced write' }),
+    });
+    expect(res.headers.get('x-request-id')).toBe('trace-42.a');
+    const { events } = (await call('GET', '/v1/events?since=0&limit=1000')).body as { events: { traceId: string; type: string }[] };
+    expect(events.at(-1)).toMatchObject({ type: 'memory.added', traceId: 'trace-42.a' });
+    const odd = await fetch(`${base}/healthz`, { headers: { 'x-request-id': 'bad id with spaces' } });
+    expect(odd.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
   it('answers unknown routes with a JSON 404', async () => {
     expect(await call('GET', '/v2/nothing')).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
     expect(await call('PUT', '/v1/memories')).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
