@@ -1,14 +1,22 @@
+import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
 import type { Core } from '../src/core.js';
+import { EventRelay, LocalCursorStore, LocalLeaseStore, RedisCursorStore, RedisLeaseStore } from '../src/events/index.js';
 import type { Logger } from '../src/obs/index.js';
 import { createPipeline } from './http/pipeline.js';
 import { healthRoutes, memoryRoutes } from './http/routes.js';
 import { mountRoutes } from './http/uws.js';
+import { createMemoryStreamExtension } from './realtime/memory-stream.js';
+import { createRealtime, type Realtime } from './realtime/server.js';
 
 export interface Gateway {
+  readonly realtime: Realtime;
   /** Resolves with the bound port (useful with port 0). */
   listen(host: string, port: number): Promise<number>;
-  /** Stops accepting, waits up to `graceMs` for in-flight requests, then closes every socket. */
+  /**
+   * Stops accepting, tells socket clients to reconnect elsewhere, waits up to `graceMs` for
+   * in-flight requests and acks, then closes everything.
+   */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -22,20 +30,65 @@ function assertNativeUws(): void {
   }
 }
 
+const COMMITS_CHANNEL = 'aeterna:commits';
+
 export function createGateway(core: Core, log: Logger): Gateway {
   assertNativeUws();
+  const config = core.config;
   const app = uWS.App();
   const inflight = { count: 0 };
+  const redisUrl = config.redisUrl;
+  const redis = redisUrl
+    ? {
+        pub: new Redis(redisUrl, { maxRetriesPerRequest: 2 }),
+        sub: new Redis(redisUrl, { maxRetriesPerRequest: 2 }),
+        commits: new Redis(redisUrl, { maxRetriesPerRequest: 2 }),
+      }
+    : undefined;
+  for (const [role, client] of Object.entries(redis ?? {})) {
+    // ioredis reconnects by itself; an error event without a listener would crash the process.
+    client.on('error', (err: Error) => log.warn({ err: err.message, role }, 'redis connection error'));
+  }
+
+  const realtime = createRealtime({ app, tokens: core.tokens, config: config.realtime, log, ...(redis ? { redis } : {}) });
+  const stream = createMemoryStreamExtension({ core, broadcaster: realtime.broadcaster, replayWindow: config.realtime.replayWindow });
+  realtime.use(stream);
+
+  const relay = new EventRelay({
+    db: core.db,
+    sink: stream.sink,
+    leases: redis ? new RedisLeaseStore(redis.pub) : new LocalLeaseStore(),
+    cursors: redis ? new RedisCursorStore(redis.pub) : new LocalCursorStore(),
+    nodeId: config.realtime.nodeId,
+    partitions: config.realtime.relay.partitions,
+    leaseTtlMs: config.realtime.relay.leaseMs,
+    tickMs: config.realtime.relay.tickMs,
+    batchSize: 500,
+    log: (level, msg, err) => log[level]({ err }, msg),
+  });
+  const unsubscribeCommits = core.commits.subscribe((tenantId) => {
+    relay.nudge(tenantId);
+    // The partition may be relayed by another node: tell them all. A lost message only delays
+    // delivery until the relay's next poll.
+    redis?.pub.publish(COMMITS_CHANNEL, tenantId).catch(() => {});
+  });
+  if (redis) {
+    void redis.commits.subscribe(COMMITS_CHANNEL).catch((err: unknown) => log.warn({ err }, 'commit channel subscribe failed'));
+    redis.commits.on('message', (_channel: string, tenantId: string) => relay.nudge(tenantId));
+  }
+
   const pipeline = createPipeline(core.tokens, log);
   mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core)], pipeline, {
-    maxBodyBytes: core.config.limits.maxBodyBytes,
+    maxBodyBytes: config.limits.maxBodyBytes,
     log,
     inflight,
   });
   let listenSocket: uWS.us_listen_socket | undefined;
 
   return {
-    listen(host, port) {
+    realtime,
+    async listen(host, port) {
+      await relay.start();
       return new Promise((resolve, reject) => {
         app.listen(host, port, (socket) => {
           if (!socket) {
@@ -50,8 +103,13 @@ export function createGateway(core: Core, log: Logger): Gateway {
     async close(graceMs = 5000) {
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);
       listenSocket = undefined;
+      await realtime.drain();
       const deadline = Date.now() + graceMs;
       while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      unsubscribeCommits();
+      await relay.stop();
+      await realtime.close();
+      await Promise.allSettled(Object.values(redis ?? {}).map((client) => client.quit()));
       // close() exists in this uWS build (it drops every open socket) but is missing from its typings.
       (app as unknown as { close(): void }).close();
     },

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -33,6 +35,23 @@ const envSchema = z.object({
   AETERNA_MAX_CONTENT_BYTES: intInRange(16, 16 * 1024 * 1024).default(64 * 1024),
   AETERNA_DEDUP_THRESHOLD: unit.default(0.95),
   AETERNA_RECENCY_HALF_LIFE_DAYS: z.coerce.number().positive().max(36_500).default(30),
+  AETERNA_NODE_ID: optionalNonEmpty(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1-64 of A-Z a-z 0-9 _ . -')),
+  AETERNA_REDIS_SHARDED: z.enum(['true', 'false']).default('false'),
+  AETERNA_WS_MAX_MESSAGE_BYTES: intInRange(1024, 64 * 1024 * 1024).default(1024 * 1024),
+  AETERNA_WS_MAX_BUFFERED_BYTES: intInRange(16 * 1024, 256 * 1024 * 1024).default(1024 * 1024),
+  AETERNA_RATE_LIMIT_PER_SEC: intInRange(1, 1_000_000).default(100),
+  AETERNA_RATE_LIMIT_BURST: intInRange(1, 1_000_000).default(200),
+  AETERNA_TENANT_MAX_CONNECTIONS: intInRange(1, 10_000_000).default(10_000),
+  AETERNA_PING_INTERVAL_MS: intInRange(1000, 600_000).default(25_000),
+  AETERNA_PING_TIMEOUT_MS: intInRange(1000, 600_000).default(20_000),
+  AETERNA_REPLAY_WINDOW: intInRange(1, 10_000_000).default(10_000),
+  AETERNA_RELAY_PARTITIONS: intInRange(1, 4096).default(16),
+  AETERNA_RELAY_TICK_MS: intInRange(50, 60_000).default(1000),
+  AETERNA_RELAY_LEASE_MS: intInRange(500, 600_000).default(10_000),
+  AETERNA_PRESENCE_TTL_MS: intInRange(500, 600_000).default(10_000),
+  AETERNA_PRESENCE_HEARTBEAT_MS: intInRange(100, 600_000).default(3000),
+  AETERNA_PRESENCE_SWEEP_MS: intInRange(100, 600_000).default(1000),
+  AETERNA_DRAIN_MS: intInRange(0, 60_000).default(8000),
   AETERNA_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -64,7 +83,27 @@ export interface Config {
   embedCache: { entries: number; ttlSec: number };
   limits: { maxBodyBytes: number; maxContentBytes: number };
   memory: { dedupThreshold: number; recencyHalfLifeDays: number };
+  realtime: RealtimeConfig;
   logLevel: z.infer<typeof envSchema>['AETERNA_LOG_LEVEL'];
+}
+
+export interface RealtimeConfig {
+  /** Names this process in leases and presence; unique per running process. */
+  nodeId: string;
+  redisSharded: boolean;
+  maxMessageBytes: number;
+  /** A socket whose unsent backlog passes this is disconnected as a slow consumer. */
+  maxBufferedBytes: number;
+  rateLimit: { perSec: number; burst: number };
+  tenantMaxConnections: number;
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  /** Resume replays at most this many events; a larger gap gets resync.required. */
+  replayWindow: number;
+  relay: { partitions: number; tickMs: number; leaseMs: number };
+  presence: { ttlMs: number; heartbeatMs: number; sweepMs: number };
+  /** How long SIGTERM waits for in-flight acks before closing sockets. */
+  drainMs: number;
 }
 
 export class ConfigError extends Error {
@@ -88,6 +127,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.AETERNA_EMBED_URL && !e.AETERNA_EMBED_MODEL) {
     problems.push('AETERNA_EMBED_MODEL is required when AETERNA_EMBED_URL is set');
+  }
+  if (e.AETERNA_PRESENCE_HEARTBEAT_MS >= e.AETERNA_PRESENCE_TTL_MS) {
+    problems.push('AETERNA_PRESENCE_HEARTBEAT_MS must be below AETERNA_PRESENCE_TTL_MS');
+  }
+  if (e.AETERNA_RELAY_TICK_MS * 2 > e.AETERNA_RELAY_LEASE_MS) {
+    problems.push('AETERNA_RELAY_TICK_MS must be at most half of AETERNA_RELAY_LEASE_MS (leases are renewed each tick)');
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -120,6 +165,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     embedCache: { entries: e.AETERNA_EMBED_CACHE_ENTRIES, ttlSec: e.AETERNA_EMBED_CACHE_TTL_SEC },
     limits: { maxBodyBytes: e.AETERNA_MAX_BODY_BYTES, maxContentBytes: e.AETERNA_MAX_CONTENT_BYTES },
     memory: { dedupThreshold: e.AETERNA_DEDUP_THRESHOLD, recencyHalfLifeDays: e.AETERNA_RECENCY_HALF_LIFE_DAYS },
+    realtime: {
+      nodeId: e.AETERNA_NODE_ID ?? `${os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 40) || 'node'}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      redisSharded: e.AETERNA_REDIS_SHARDED === 'true',
+      maxMessageBytes: e.AETERNA_WS_MAX_MESSAGE_BYTES,
+      maxBufferedBytes: e.AETERNA_WS_MAX_BUFFERED_BYTES,
+      rateLimit: { perSec: e.AETERNA_RATE_LIMIT_PER_SEC, burst: e.AETERNA_RATE_LIMIT_BURST },
+      tenantMaxConnections: e.AETERNA_TENANT_MAX_CONNECTIONS,
+      pingIntervalMs: e.AETERNA_PING_INTERVAL_MS,
+      pingTimeoutMs: e.AETERNA_PING_TIMEOUT_MS,
+      replayWindow: e.AETERNA_REPLAY_WINDOW,
+      relay: { partitions: e.AETERNA_RELAY_PARTITIONS, tickMs: e.AETERNA_RELAY_TICK_MS, leaseMs: e.AETERNA_RELAY_LEASE_MS },
+      presence: { ttlMs: e.AETERNA_PRESENCE_TTL_MS, heartbeatMs: e.AETERNA_PRESENCE_HEARTBEAT_MS, sweepMs: e.AETERNA_PRESENCE_SWEEP_MS },
+      drainMs: e.AETERNA_DRAIN_MS,
+    },
     logLevel: e.AETERNA_LOG_LEVEL,
   };
 }

@@ -1,5 +1,6 @@
 import type { Config } from './config.js';
 import { createEmbeddingService, type EmbeddingService } from './embed/index.js';
+import { CommitSignal } from './events/index.js';
 import { MemoryService } from './memory/index.js';
 import type { Logger } from './obs/index.js';
 import { openDb, type Db } from './store/index.js';
@@ -13,6 +14,8 @@ export interface Core {
   readonly embeddings: EmbeddingService;
   readonly vectors: VectorIndex;
   readonly memory: MemoryService;
+  /** Fires after each committed write: the relay's cue to read the log. */
+  readonly commits: CommitSignal;
   readonly tokens: TokenVerifier;
   /** The HS secret when tokens are signed locally (embedded mode, or AETERNA_JWT_SECRET). */
   readonly signingSecret: string | undefined;
@@ -50,7 +53,9 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
   }
   const vectors = createVectorIndex(db.capabilities, embeddings.dims);
   log.info({ db: db.kind, vectors: vectors.name, embedder: embeddings.model }, 'core ready');
+  const commits = new CommitSignal();
   const memory = new MemoryService({
+    commits,
     db,
     embeddings,
     vectors,
@@ -64,6 +69,7 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     embeddings,
     vectors,
     memory,
+    commits,
     tokens,
     signingSecret,
     async close() {

@@ -57,6 +57,13 @@ export const EventLog = {
     return toEnvelope(res.rows[0] as EventRow);
   },
 
+  /** The stream's current position (0 and no epoch before the first event). */
+  async head(sql: Sql, tenantId: string): Promise<{ seq: number; epoch: string | null }> {
+    const res = await sql.query<{ seq: string | number; epoch: string }>('SELECT seq, epoch FROM tenant_streams WHERE tenant_id = $1', [tenantId]);
+    const row = res.rows[0];
+    return row ? { seq: Number(row.seq), epoch: row.epoch } : { seq: 0, epoch: null };
+  },
+
   /** Events after `since`, in seq order, plus the stream's current position and epoch. */
   async read(
     sql: Sql,
@@ -64,16 +71,12 @@ export const EventLog = {
     since: number,
     limit: number,
   ): Promise<{ events: EventEnvelope[]; head: number; epoch: string | null }> {
-    const stream = await sql.query<{ seq: string | number; epoch: string }>(
-      'SELECT seq, epoch FROM tenant_streams WHERE tenant_id = $1',
-      [tenantId],
-    );
+    const head = await EventLog.head(sql, tenantId);
     const res = await sql.query<EventRow>(
       `SELECT tenant_id, seq, id, type, actor, data, trace_id, created_at FROM events
         WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
       [tenantId, since, limit],
     );
-    const head = stream.rows[0];
-    return { events: res.rows.map(toEnvelope), head: head ? Number(head.seq) : 0, epoch: head?.epoch ?? null };
+    return { events: res.rows.map(toEnvelope), head: head.seq, epoch: head.epoch };
   },
 };

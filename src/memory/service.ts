@@ -1,5 +1,5 @@
 import { contentHash, cosine, type EmbeddingService } from '../embed/index.js';
-import { EventLog } from '../events/index.js';
+import { EventLog, type CommitSignal } from '../events/index.js';
 import {
   AeternaError,
   EVENT_TYPES,
@@ -31,6 +31,8 @@ export interface MemoryServiceOptions {
   /** Cosine similarity at or above which an add updates the existing memory instead. */
   dedupThreshold: number;
   recencyHalfLifeDays: number;
+  /** Told after every committed write, so the relay can deliver without waiting for its poll. */
+  commits?: CommitSignal;
 }
 
 export interface AddResult {
@@ -142,7 +144,7 @@ export class MemoryService {
     const hash = contentHash(input.content);
     const { db, vectors, embeddings } = this.opts;
 
-    return db.withTenant(ctx.tenantId, async (sql) => {
+    return this.write(ctx, async (sql) => {
       // Serialise adds per scope so two identical concurrent adds cannot both miss each other.
       // '/' cannot occur in ids, so the key is unambiguous.
       await sql.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
@@ -274,7 +276,7 @@ export class MemoryService {
       [vector] = await this.opts.embeddings.embed(ctx.tenantId, [input.content]);
       if (!vector) throw new AeternaError('UNAVAILABLE', 'embedder returned no vector');
     }
-    return this.opts.db.withTenant(ctx.tenantId, async (sql) => {
+    return this.write(ctx, async (sql) => {
       const current = await this.lockLive(sql, ctx, id);
       if (current.version !== input.version) {
         throw new AeternaError('CONFLICT', `memory ${id} is at version ${current.version}, not ${input.version}`, {
@@ -308,7 +310,7 @@ export class MemoryService {
   async delete(ctx: TenantContext, rawId: unknown): Promise<DeleteResult> {
     requirePermission(ctx, 'memory:delete');
     const id = parseInput(memoryIdSchema, rawId, 'memory id');
-    return this.opts.db.withTenant(ctx.tenantId, async (sql) => {
+    return this.write(ctx, async (sql) => {
       const res = await sql.query<MemoryRow>(`SELECT ${COLUMNS} FROM memories WHERE id = $1 AND tenant_id = $2 FOR UPDATE`, [id, ctx.tenantId]);
       const row = res.rows[0];
       if (!row || !mayAccessScope(ctx, row.layer, row.scope_id)) throw notFound(id);
@@ -324,7 +326,7 @@ export class MemoryService {
     const id = parseInput(memoryIdSchema, rawId, 'memory id');
     const input = parseInput(feedbackSchema, raw, 'feedback');
     const score = input.score ?? (input.type === 'helpful' ? 1 : -1);
-    return this.opts.db.withTenant(ctx.tenantId, async (sql) => {
+    return this.write(ctx, async (sql) => {
       const current = await this.lockLive(sql, ctx, id);
       const importance = importanceAfterFeedback(Number(current.importance), score);
       // Feedback does not bump `version`: a rating must not make a concurrent editor's write stale.
@@ -332,6 +334,8 @@ export class MemoryService {
       const memory = toMemory(res.rows[0] as MemoryRow);
       await this.emit(sql, ctx, EVENT_TYPES.memoryFeedback, {
         memoryId: id,
+        layer: memory.layer,
+        scopeId: memory.scopeId,
         type: input.type,
         score,
         previousImportance: Number(current.importance),
@@ -348,6 +352,13 @@ export class MemoryService {
     const page = await this.opts.db.withTenant(ctx.tenantId, (sql) => EventLog.read(sql, ctx.tenantId, input.since, input.limit));
     const last = page.events[page.events.length - 1];
     return { ...page, nextSince: last ? last.seq : input.since };
+  }
+
+  /** A write transaction, then the commit signal (after COMMIT: never announce what may roll back). */
+  private async write<T>(ctx: TenantContext, fn: (sql: Sql) => Promise<T>): Promise<T> {
+    const result = await this.opts.db.withTenant(ctx.tenantId, fn);
+    this.opts.commits?.notify(ctx.tenantId);
+    return result;
   }
 
   private checkContentSize(content: string): void {

@@ -9,3 +9,4 @@ export {
 } from './errors.js';
 export { describeZodError, parseInput } from './validation.js';
 export * from './memory.js';
+export * from './realtime.js';

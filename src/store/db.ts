@@ -23,8 +23,16 @@ export interface Db {
   readonly kind: 'pglite' | 'postgres';
   readonly capabilities: DbCapabilities;
   withTenant<T>(tenantId: string, fn: (sql: Sql) => Promise<T>): Promise<T>;
+  /** Every tenant's stream position, read as the system role (which sees nothing else). */
+  streamHeads(): Promise<StreamHead[]>;
   ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface StreamHead {
+  tenantId: string;
+  seq: number;
+  epoch: string;
 }
 
 /** Runs as the schema owner, after migrations and before the app role takes over. */
@@ -32,3 +40,11 @@ export type PrepareHook = (owner: Sql, capabilities: DbCapabilities) => Promise<
 
 export const APP_ROLE = 'aeterna_app';
 
+
+export const SYSTEM_ROLE = 'aeterna_system';
+
+export const STREAM_HEADS_SQL = 'SELECT tenant_id, seq, epoch FROM tenant_streams';
+
+export function toStreamHeads(rows: { tenant_id: string; seq: string | number; epoch: string }[]): StreamHead[] {
+  return rows.map((r) => ({ tenantId: r.tenant_id, seq: Number(r.seq), epoch: r.epoch }));
+}

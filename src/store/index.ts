@@ -3,7 +3,7 @@ import type { Db, PrepareHook } from './db.js';
 import { PGliteDb } from './pglite.js';
 import { PostgresDb } from './postgres.js';
 
-export { APP_ROLE, type Db, type DbCapabilities, type PrepareHook, type Sql, type SqlResult } from './db.js';
+export { APP_ROLE, type Db, type DbCapabilities, type PrepareHook, type Sql, type SqlResult, type StreamHead } from './db.js';
 export { loadMigrations, migrate, type Migration, type MigrationTarget } from './migrate.js';
 export { PGliteDb } from './pglite.js';
 export { PostgresDb } from './postgres.js';

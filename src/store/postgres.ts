@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { AeternaError } from '../protocol/index.js';
-import type { Db, DbCapabilities, PrepareHook, Sql, SqlResult } from './db.js';
+import { STREAM_HEADS_SQL, SYSTEM_ROLE, toStreamHeads, type Db, type DbCapabilities, type PrepareHook, type Sql, type SqlResult, type StreamHead } from './db.js';
 import { loadMigrations, migrate } from './migrate.js';
 import { BYPASS_RLS_SQL, PGVECTOR_SQL, pinTenant } from './tenant-tx.js';
 
@@ -73,7 +73,18 @@ export class PostgresDb implements Db {
     }
   }
 
-  async withTenant<T>(tenantId: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
+  withTenant<T>(tenantId: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
+    return this.transaction((sql) => pinTenant(sql, tenantId, this.dropToAppRole), fn);
+  }
+
+  async streamHeads(): Promise<StreamHead[]> {
+    return this.transaction(
+      (sql) => sql.query("SELECT set_config('role', $1, true)", [SYSTEM_ROLE]),
+      async (sql) => toStreamHeads((await sql.query<{ tenant_id: string; seq: string; epoch: string }>(STREAM_HEADS_SQL)).rows),
+    );
+  }
+
+  private async transaction<T>(pin: (sql: Sql) => Promise<unknown>, fn: (sql: Sql) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
@@ -84,7 +95,7 @@ export class PostgresDb implements Db {
     try {
       await client.query('BEGIN');
       const sql = wrap(client);
-      await pinTenant(sql, tenantId, this.dropToAppRole);
+      await pin(sql);
       const result = await fn(sql);
       await client.query('COMMIT');
       return result;

@@ -29,6 +29,11 @@ export class TokenVerifier {
   }
 
   async verify(token: string): Promise<TenantContext> {
+    return (await this.verifyWithExpiry(token)).context;
+  }
+
+  /** Also says when the token expires (ms since epoch), for connections that outlive requests. */
+  async verifyWithExpiry(token: string): Promise<{ context: TenantContext; expiresAt: number | undefined }> {
     let payload: JWTPayload;
     try {
       const verifyOptions = {
@@ -45,7 +50,7 @@ export class TokenVerifier {
     } catch (err) {
       throw new AeternaError('UNAUTHENTICATED', describeJoseError(err));
     }
-    return contextFromClaims(payload);
+    return { context: contextFromClaims(payload), expiresAt: payload.exp === undefined ? undefined : payload.exp * 1000 };
   }
 }
 
