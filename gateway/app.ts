@@ -1,12 +1,16 @@
 import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
 import type { Core } from '../src/core.js';
-import { EventRelay, LocalCursorStore, LocalLeaseStore, RedisCursorStore, RedisLeaseStore } from '../src/events/index.js';
+import { DocStore } from '../src/docs/index.js';
+import { EventRelay, LocalLeaseStore, RedisLeaseStore } from '../src/events/index.js';
 import type { Logger } from '../src/obs/index.js';
+import { MemoryPresenceRegistry, RedisPresenceRegistry, type PresenceRegistry } from '../src/presence/index.js';
 import { createPipeline } from './http/pipeline.js';
 import { healthRoutes, memoryRoutes } from './http/routes.js';
 import { mountRoutes } from './http/uws.js';
+import { createDocsExtension } from './realtime/docs.js';
 import { createMemoryStreamExtension } from './realtime/memory-stream.js';
+import { createPresenceExtension } from './realtime/presence.js';
 import { createRealtime, type Realtime } from './realtime/server.js';
 
 export interface Gateway {
@@ -53,12 +57,18 @@ export function createGateway(core: Core, log: Logger): Gateway {
   const realtime = createRealtime({ app, tokens: core.tokens, config: config.realtime, log, ...(redis ? { redis } : {}) });
   const stream = createMemoryStreamExtension({ core, broadcaster: realtime.broadcaster, replayWindow: config.realtime.replayWindow });
   realtime.use(stream);
+  const presenceLog = (message: string, err?: unknown) => log.warn({ err }, message);
+  const { nodeId, presence: presenceConfig } = config.realtime;
+  const presence: PresenceRegistry = redisUrl
+    ? new RedisPresenceRegistry({ url: redisUrl, nodeId, ...presenceConfig, log: presenceLog })
+    : new MemoryPresenceRegistry({ nodeId });
+  realtime.use(createPresenceExtension(presence, realtime.broadcaster, { log: presenceLog }));
+  realtime.use(createDocsExtension(new DocStore({ db: core.db }), realtime.broadcaster));
 
   const relay = new EventRelay({
     db: core.db,
     sink: stream.sink,
     leases: redis ? new RedisLeaseStore(redis.pub) : new LocalLeaseStore(),
-    cursors: redis ? new RedisCursorStore(redis.pub) : new LocalCursorStore(),
     nodeId: config.realtime.nodeId,
     partitions: config.realtime.relay.partitions,
     leaseTtlMs: config.realtime.relay.leaseMs,
@@ -89,6 +99,7 @@ export function createGateway(core: Core, log: Logger): Gateway {
     realtime,
     async listen(host, port) {
       await relay.start();
+      await presence.start();
       return new Promise((resolve, reject) => {
         app.listen(host, port, (socket) => {
           if (!socket) {
@@ -109,6 +120,7 @@ export function createGateway(core: Core, log: Logger): Gateway {
       unsubscribeCommits();
       await relay.stop();
       await realtime.close();
+      await presence.close();
       await Promise.allSettled(Object.values(redis ?? {}).map((client) => client.quit()));
       // close() exists in this uWS build (it drops every open socket) but is missing from its typings.
       (app as unknown as { close(): void }).close();

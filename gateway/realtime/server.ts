@@ -162,6 +162,14 @@ export function createRealtime(opts: RealtimeOptions): Realtime {
   }, 250);
   sweep.unref();
 
+  /**
+   * Per socket, not io.emit(): a namespace-wide broadcast is published to the uWS topic of the
+   * namespace, which the other endpoint's sockets share, and they would get a frame they cannot parse.
+   */
+  function emitToEveryLocalSocket(event: string, payload: unknown): void {
+    for (const { conn } of connections.values()) conn.emit(event, payload);
+  }
+
   const broadcaster: Broadcaster = {
     toRooms(rooms, event, payload, options) {
       for (const { flavor, io } of servers) {
@@ -181,7 +189,7 @@ export function createRealtime(opts: RealtimeOptions): Realtime {
       if (!lost) return;
       lost = false;
       log.warn('redis reconnected: asking clients to re-check their stream position');
-      for (const { io } of servers) io.local.emit(SERVER_EVENTS.streamCheck, { reason: 'redis_reconnected' });
+      emitToEveryLocalSocket(SERVER_EVENTS.streamCheck, { reason: 'redis_reconnected' });
     });
   }
 
@@ -193,7 +201,7 @@ export function createRealtime(opts: RealtimeOptions): Realtime {
     connectionCount: () => connections.size,
     async drain() {
       draining = true;
-      for (const { io } of servers) io.local.emit(SERVER_EVENTS.serverShutdown, { ...CLOSE_REASONS.serverShutdown });
+      emitToEveryLocalSocket(SERVER_EVENTS.serverShutdown, { ...CLOSE_REASONS.serverShutdown });
       await Promise.allSettled(extensions.map((ext) => ext.drain?.()));
       await inflight.settle(config.drainMs);
       for (const { io } of servers) io.local.disconnectSockets(true);

@@ -57,6 +57,15 @@ export const EventLog = {
     return toEnvelope(res.rows[0] as EventRow);
   },
 
+  /** Records that the relay delivered everything up to `seq` (never moves backwards). */
+  async markRelayed(sql: Sql, tenantId: string, seq: number): Promise<void> {
+    await sql.query(
+      `INSERT INTO relay_positions (tenant_id, seq) VALUES ($1, $2)
+       ON CONFLICT (tenant_id) DO UPDATE SET seq = GREATEST(relay_positions.seq, EXCLUDED.seq), updated_at = now()`,
+      [tenantId, seq],
+    );
+  },
+
   /** The stream's current position (0 and no epoch before the first event). */
   async head(sql: Sql, tenantId: string): Promise<{ seq: number; epoch: string | null }> {
     const res = await sql.query<{ seq: string | number; epoch: string }>('SELECT seq, epoch FROM tenant_streams WHERE tenant_id = $1', [tenantId]);

@@ -1,7 +1,7 @@
 import type { EventEnvelope } from '../protocol/index.js';
 import type { Db, StreamHead } from '../store/index.js';
 import { EventLog } from './log.js';
-import type { CursorStore, LeaseStore } from './stores.js';
+import type { LeaseStore } from './stores.js';
 
 /** Where relayed events go: the gateway turns them into room broadcasts on every node. */
 export interface EventSink {
@@ -12,7 +12,6 @@ export interface EventRelayOptions {
   db: Db;
   sink: EventSink;
   leases: LeaseStore;
-  cursors: CursorStore;
   nodeId: string;
   /** Tenants hash into this many partitions; each is relayed by exactly one node at a time. */
   partitions: number;
@@ -38,8 +37,9 @@ export function partitionOf(tenantId: string, partitions: number): number {
  * Reads committed events in seq order and hands them to the sink (ARCHITECTURE.md, data flow 2).
  * Each tenant partition is relayed by one lease holder, so no event is broadcast by two nodes; a
  * nudge after each commit keeps latency low and a periodic poll of stream heads catches anything
- * a lost nudge missed. The cursor is saved after every batch: a new owner after a crash re-sends at
- * most one batch, which clients drop as duplicates by seq.
+ * a lost nudge missed. The position is saved in the database after each drain: a new owner after
+ * a crash or a hand-over re-sends at most what was in flight, which clients drop as duplicates by seq, and
+ * skips nothing.
  */
 export class EventRelay {
   private readonly owned = new Set<number>();
@@ -89,7 +89,7 @@ export class EventRelay {
       const acquired = await this.refreshLeases();
       if (this.owned.size === 0 && acquired.length === 0) return;
       const heads = await this.opts.db.streamHeads();
-      if (acquired.length > 0) await this.adopt(acquired, heads);
+      if (acquired.length > 0) this.adopt(acquired, heads);
       for (const head of heads) {
         if (!this.owned.has(partitionOf(head.tenantId, this.opts.partitions))) continue;
         const cursor = this.cursors.get(head.tenantId);
@@ -101,17 +101,13 @@ export class EventRelay {
   }
 
   /**
-   * Takes over partitions: each tenant resumes at the previous owner's saved cursor, or, never
-   * relayed before, at its current head: history reaches clients through their own resume
-   * (`since`), not as a flood of stale live events. Tenants with no events yet start at 0. Only
-   * then does the partition count as owned, so no nudge drains it from an unset cursor.
+   * Takes over partitions: each tenant resumes at the position the last owner saved. Only then
+   * does the partition count as owned, so no nudge drains it from an unset cursor.
    */
-  private async adopt(partitions: number[], heads: StreamHead[]): Promise<void> {
+  private adopt(partitions: number[], heads: StreamHead[]): void {
     const adopting = new Set(partitions);
     for (const head of heads) {
-      if (!adopting.has(partitionOf(head.tenantId, this.opts.partitions))) continue;
-      const saved = await this.opts.cursors.get(head.tenantId);
-      this.cursors.set(head.tenantId, saved ?? head.seq);
+      if (adopting.has(partitionOf(head.tenantId, this.opts.partitions))) this.cursors.set(head.tenantId, head.relayedSeq);
     }
     for (const p of partitions) this.owned.add(p);
   }
@@ -160,7 +156,8 @@ export class EventRelay {
 
   private async drainOnce(tenantId: string): Promise<void> {
     // Unknown here after adoption means the tenant's first events came after we took over.
-    let cursor = this.cursors.get(tenantId) ?? (await this.opts.cursors.get(tenantId)) ?? 0;
+    let cursor = this.cursors.get(tenantId) ?? 0;
+    const start = cursor;
     for (;;) {
       if (this.stopped || !this.owned.has(partitionOf(tenantId, this.opts.partitions))) break;
       const from: number = cursor;
@@ -168,10 +165,12 @@ export class EventRelay {
       if (page.events.length === 0) break;
       this.opts.sink.deliver(tenantId, page.events);
       cursor = (page.events[page.events.length - 1] as EventEnvelope).seq;
-      await this.opts.cursors.set(tenantId, cursor);
       this.cursors.set(tenantId, cursor);
       if (page.events.length < this.opts.batchSize) break;
     }
-    this.cursors.set(tenantId, cursor);
+    if (cursor > start) {
+      const done = cursor;
+      await this.opts.db.withTenant(tenantId, (sql) => EventLog.markRelayed(sql, tenantId, done));
+    }
   }
 }

@@ -11,12 +11,6 @@ export interface LeaseStore {
   release(key: string, owner: string): Promise<void>;
 }
 
-/** How far the relay has delivered each tenant's stream, so a new owner resumes near there. */
-export interface CursorStore {
-  get(tenantId: string): Promise<number | undefined>;
-  set(tenantId: string, seq: number): Promise<void>;
-}
-
 /** One process owns everything: embedded mode. */
 export class LocalLeaseStore implements LeaseStore {
   private readonly owners = new Map<string, string>();
@@ -31,16 +25,6 @@ export class LocalLeaseStore implements LeaseStore {
   }
   async release(key: string, owner: string): Promise<void> {
     if (this.owners.get(key) === owner) this.owners.delete(key);
-  }
-}
-
-export class LocalCursorStore implements CursorStore {
-  private readonly cursors = new Map<string, number>();
-  async get(tenantId: string): Promise<number | undefined> {
-    return this.cursors.get(tenantId);
-  }
-  async set(tenantId: string, seq: number): Promise<void> {
-    this.cursors.set(tenantId, seq);
   }
 }
 
@@ -59,17 +43,5 @@ export class RedisLeaseStore implements LeaseStore {
   }
   async release(key: string, owner: string): Promise<void> {
     await this.redis.eval(RELEASE, 1, `aeterna:lease:${key}`, owner);
-  }
-}
-
-/** Cursors under each tenant's own key prefix. */
-export class RedisCursorStore implements CursorStore {
-  constructor(private readonly redis: Redis) {}
-  async get(tenantId: string): Promise<number | undefined> {
-    const value = await this.redis.get(`t:${tenantId}:relay:cursor`);
-    return value === null ? undefined : Number(value);
-  }
-  async set(tenantId: string, seq: number): Promise<void> {
-    await this.redis.set(`t:${tenantId}:relay:cursor`, String(seq));
   }
 }

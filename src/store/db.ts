@@ -33,6 +33,8 @@ export interface StreamHead {
   tenantId: string;
   seq: number;
   epoch: string;
+  /** The last seq the relay delivered live (0 before any). */
+  relayedSeq: number;
 }
 
 /** Runs as the schema owner, after migrations and before the app role takes over. */
@@ -43,8 +45,16 @@ export const APP_ROLE = 'aeterna_app';
 
 export const SYSTEM_ROLE = 'aeterna_system';
 
-export const STREAM_HEADS_SQL = 'SELECT tenant_id, seq, epoch FROM tenant_streams';
+export const STREAM_HEADS_SQL = `SELECT s.tenant_id, s.seq, s.epoch, COALESCE(r.seq, 0) AS relayed_seq
+  FROM tenant_streams s LEFT JOIN relay_positions r ON r.tenant_id = s.tenant_id`;
 
-export function toStreamHeads(rows: { tenant_id: string; seq: string | number; epoch: string }[]): StreamHead[] {
-  return rows.map((r) => ({ tenantId: r.tenant_id, seq: Number(r.seq), epoch: r.epoch }));
+export interface StreamHeadRow {
+  tenant_id: string;
+  seq: string | number;
+  epoch: string;
+  relayed_seq: string | number;
+}
+
+export function toStreamHeads(rows: StreamHeadRow[]): StreamHead[] {
+  return rows.map((r) => ({ tenantId: r.tenant_id, seq: Number(r.seq), epoch: r.epoch, relayedSeq: Number(r.relayed_seq) }));
 }

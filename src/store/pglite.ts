@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { PGlite } from '@electric-sql/pglite';
 import { vector } from '@electric-sql/pglite/vector';
-import { STREAM_HEADS_SQL, SYSTEM_ROLE, toStreamHeads, type Db, type DbCapabilities, type PrepareHook, type Sql, type SqlResult, type StreamHead } from './db.js';
+import { STREAM_HEADS_SQL, SYSTEM_ROLE, toStreamHeads, type Db, type DbCapabilities, type PrepareHook, type Sql, type SqlResult, type StreamHead, type StreamHeadRow } from './db.js';
 import { loadMigrations, migrate } from './migrate.js';
 import { BYPASS_RLS_SQL, PGVECTOR_SQL, pinTenant } from './tenant-tx.js';
 
@@ -54,7 +54,7 @@ export class PGliteDb implements Db {
   streamHeads(): Promise<StreamHead[]> {
     return this.pg.transaction(async (tx) => {
       await tx.query("SELECT set_config('role', $1, true)", [SYSTEM_ROLE]);
-      return toStreamHeads((await tx.query<{ tenant_id: string; seq: number; epoch: string }>(STREAM_HEADS_SQL)).rows);
+      return toStreamHeads((await tx.query<StreamHeadRow>(STREAM_HEADS_SQL)).rows);
     });
   }
 

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { AeternaError } from '../protocol/index.js';
-import { STREAM_HEADS_SQL, SYSTEM_ROLE, toStreamHeads, type Db, type DbCapabilities, type PrepareHook, type Sql, type SqlResult, type StreamHead } from './db.js';
+import { STREAM_HEADS_SQL, SYSTEM_ROLE, toStreamHeads, type Db, type DbCapabilities, type PrepareHook, type Sql, type SqlResult, type StreamHead, type StreamHeadRow } from './db.js';
 import { loadMigrations, migrate } from './migrate.js';
 import { BYPASS_RLS_SQL, PGVECTOR_SQL, pinTenant } from './tenant-tx.js';
 
@@ -80,7 +80,7 @@ export class PostgresDb implements Db {
   async streamHeads(): Promise<StreamHead[]> {
     return this.transaction(
       (sql) => sql.query("SELECT set_config('role', $1, true)", [SYSTEM_ROLE]),
-      async (sql) => toStreamHeads((await sql.query<{ tenant_id: string; seq: string; epoch: string }>(STREAM_HEADS_SQL)).rows),
+      async (sql) => toStreamHeads((await sql.query<StreamHeadRow>(STREAM_HEADS_SQL)).rows),
     );
   }
 
