@@ -1,6 +1,6 @@
 import type { Socket } from 'socket.io';
 import type { z } from 'zod';
-import { AeternaError, isAeternaError, parseInput, toWireError, type Ack } from '../../src/protocol/index.js';
+import { AeternaError, SERVER_EVENTS, isAeternaError, parseInput, toWireError, type Ack } from '../../src/protocol/index.js';
 import type { Logger } from '../../src/obs/index.js';
 import type { TenantContext } from '../../src/tenancy/index.js';
 import { TokenBucket } from './rate-limit.js';
@@ -65,7 +65,7 @@ export class SocketConnection implements Connection {
         .then((reply) => {
           if (ack) ack(reply);
           // Without an ack callback the client still learns of its error instead of silence.
-          else if (!reply.ok) this.socket.emit('aeterna.error', { event, ...reply.error });
+          else if (!reply.ok) this.socket.emit(SERVER_EVENTS.error, { event, ...reply.error });
         })
         .finally(() => this.inflight.leave());
     });

@@ -147,7 +147,7 @@ export function createRealtime(opts: RealtimeOptions): Realtime {
 
   /** Says why before closing, so the client knows whether to come back. */
   function closeWith(socket: Socket, reason: CloseReason): void {
-    socket.emit('server.close', reason);
+    socket.emit(SERVER_EVENTS.serverClose, reason);
     socket.disconnect(true);
   }
 

@@ -142,7 +142,7 @@ export class MemoryService {
     const [vector] = await this.opts.embeddings.embed(ctx.tenantId, [input.content]);
     if (!vector) throw new AeternaError('UNAVAILABLE', 'embedder returned no vector');
     const hash = contentHash(input.content);
-    const { db, vectors, embeddings } = this.opts;
+    const { vectors, embeddings } = this.opts;
 
     return this.write(ctx, async (sql) => {
       // Serialise adds per scope so two identical concurrent adds cannot both miss each other.

@@ -48,6 +48,10 @@ export const SERVER_EVENTS = {
   serverShutdown: 'server.shutdown',
   /** Redis came back after an outage: live delivery may have dropped events, resume from your seq. */
   streamCheck: 'stream.check',
+  /** Sent just before the server closes this connection: `{code, retry}` from CLOSE_REASONS. */
+  serverClose: 'server.close',
+  /** An error for a call made without an ack callback: `{event, code, message, details?}`. */
+  error: 'aeterna.error',
 } as const;
 
 /** Every ack: a result or a wire error, never both. */

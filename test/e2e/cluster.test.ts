@@ -209,8 +209,11 @@ describe.skipIf(!pgUrl || !redisUrl)('a cluster of gateway processes', () => {
       eb.doc.getArray<string>('steps').push([`b${i}`]);
       ea.doc.getText('title').insert(0, 'x');
     }
-    const text = (d: InstanceType<typeof Y.Doc>) => JSON.stringify(d.toJSON());
-    await until(() => ea.doc.getArray('steps').length === 40 && eb.doc.getArray('steps').length === 40 && text(ea.doc) === text(eb.doc), 'both editors to converge');
+    // toJSON() lists only the types a doc has touched locally, so read the same ones on every doc.
+    const text = (d: InstanceType<typeof Y.Doc>) => JSON.stringify([d.getArray('steps').toJSON(), d.getText('title').toString()]);
+    await until(() => ea.doc.getArray('steps').length === 40 && eb.doc.getArray('steps').length === 40 && text(ea.doc) === text(eb.doc), 'both editors to converge').catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}: ${text(ea.doc)} vs ${text(eb.doc)}`);
+    });
     const late = await startNode({ ...env, AETERNA_NODE_ID: 'yjs-c' });
     const lateSocket = await open(late, token);
     const lateDoc = new Y.Doc();
