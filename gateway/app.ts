@@ -35,6 +35,8 @@ function assertNativeUws(): void {
 }
 
 const COMMITS_CHANNEL = 'aeterna:commits';
+/** "Redis dropped messages somewhere: every node, ask your clients to re-check their position." */
+const STREAM_CHECK_CHANNEL = 'aeterna:stream-check';
 
 export function createGateway(core: Core, log: Logger): Gateway {
   assertNativeUws();
@@ -83,8 +85,25 @@ export function createGateway(core: Core, log: Logger): Gateway {
     redis?.pub.publish(COMMITS_CHANNEL, tenantId).catch(() => {});
   });
   if (redis) {
-    void redis.commits.subscribe(COMMITS_CHANNEL).catch((err: unknown) => log.warn({ err }, 'commit channel subscribe failed'));
-    redis.commits.on('message', (_channel: string, tenantId: string) => relay.nudge(tenantId));
+    void redis.commits.subscribe(COMMITS_CHANNEL, STREAM_CHECK_CHANNEL).catch((err: unknown) => log.warn({ err }, 'channel subscribe failed'));
+    redis.commits.on('message', (channel: string, message: string) => {
+      if (channel === COMMITS_CHANNEL) relay.nudge(message);
+      else realtime.checkStreams(message);
+    });
+    // Pub/sub drops whatever is published while a connection is down, on either side: a node that
+    // lost its subscriber missed broadcasts, a node that lost its publisher (the relay's) dropped
+    // them for everyone. After any reconnect, every node's clients re-check against the event log.
+    for (const [role, client] of Object.entries(redis)) {
+      let lost = false;
+      client.on('close', () => (lost = true));
+      client.on('ready', () => {
+        if (!lost) return;
+        lost = false;
+        log.warn({ role }, 'redis reconnected: clients re-check their stream positions');
+        realtime.checkStreams('redis_reconnected');
+        redis.pub.publish(STREAM_CHECK_CHANNEL, 'redis_reconnected').catch(() => {});
+      });
+    }
   }
 
   const pipeline = createPipeline(core.tokens, log);

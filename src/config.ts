@@ -166,7 +166,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     limits: { maxBodyBytes: e.AETERNA_MAX_BODY_BYTES, maxContentBytes: e.AETERNA_MAX_CONTENT_BYTES },
     memory: { dedupThreshold: e.AETERNA_DEDUP_THRESHOLD, recencyHalfLifeDays: e.AETERNA_RECENCY_HALF_LIFE_DAYS },
     realtime: {
-      nodeId: e.AETERNA_NODE_ID ?? `${os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 40) || 'node'}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      // The 'n-' prefix keeps the id valid whatever the hostname starts with.
+      nodeId: e.AETERNA_NODE_ID ?? `n-${os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 40)}-${process.pid}-${randomBytes(3).toString('hex')}`,
       redisSharded: e.AETERNA_REDIS_SHARDED === 'true',
       maxMessageBytes: e.AETERNA_WS_MAX_MESSAGE_BYTES,
       maxBufferedBytes: e.AETERNA_WS_MAX_BUFFERED_BYTES,

@@ -32,6 +32,8 @@ export interface Realtime {
   /** Adds a capability; call before the app listens. */
   use(extension: RealtimeExtension): void;
   connectionCount(): number;
+  /** Asks every client of this node to re-check its stream position against the event log. */
+  checkStreams(reason: string): void;
   /** Tells every client to reconnect elsewhere, lets extensions release, waits for acks, closes. */
   drain(): Promise<void>;
   close(): Promise<void>;
@@ -180,25 +182,15 @@ export function createRealtime(opts: RealtimeOptions): Realtime {
     },
   };
 
-  if (opts.redis) {
-    // Redis pub/sub drops what is published while a connection is down: after a reconnect, tell
-    // local clients to re-check their position against the event log.
-    let lost = false;
-    opts.redis.sub.on('close', () => (lost = true));
-    opts.redis.sub.on('ready', () => {
-      if (!lost) return;
-      lost = false;
-      log.warn('redis reconnected: asking clients to re-check their stream position');
-      emitToEveryLocalSocket(SERVER_EVENTS.streamCheck, { reason: 'redis_reconnected' });
-    });
-  }
-
   return {
     broadcaster,
     use(extension) {
       extensions.push(extension);
     },
     connectionCount: () => connections.size,
+    checkStreams(reason) {
+      emitToEveryLocalSocket(SERVER_EVENTS.streamCheck, { reason });
+    },
     async drain() {
       draining = true;
       emitToEveryLocalSocket(SERVER_EVENTS.serverShutdown, { ...CLOSE_REASONS.serverShutdown });

@@ -62,9 +62,13 @@ describe.skipIf(!pgUrl || !redisUrl)('a cluster of gateway processes', () => {
     }
   }
 
-  it('delivers a write made on one node to subscribers on every node, over WebSocket and long-polling', async () => {
-    const [a, b] = await Promise.all([startNode({ ...env, AETERNA_NODE_ID: 'node-a' }), startNode({ ...env, AETERNA_NODE_ID: 'node-b' })]);
-    const token = await tokenFor({ tenantId: 'cross', userId: 'alice', roles: ['developer'] });
+  it.each([
+    ['classic', 'false'],
+    ['sharded (Redis 7 SPUBLISH)', 'true'],
+  ])('delivers a write made on one node to subscribers on every node, over WebSocket and long-polling, with %s pub/sub', async (_mode, sharded) => {
+    const nodeEnv = { ...env, AETERNA_REDIS_SHARDED: sharded };
+    const [a, b] = await Promise.all([startNode({ ...nodeEnv, AETERNA_NODE_ID: 'node-a' }), startNode({ ...nodeEnv, AETERNA_NODE_ID: 'node-b' })]);
+    const token = await tokenFor({ tenantId: `cross-${sharded}`, userId: 'alice', roles: ['developer'] });
     const onA = await open(a, token);
     const onB = await open(b, token, ['polling']);
     const seen = [onA, onB].map((s) => {
