@@ -107,13 +107,13 @@ function counted(core: Core): { core: Core; inflight: () => number } {
     get(target, prop, receiver) {
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof value !== 'function') return value;
-      return async (...args: unknown[]) => {
+      return (...args: unknown[]) => {
+        const result: unknown = (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (!(result instanceof Promise)) return result;
         inflight += 1;
-        try {
-          return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        } finally {
+        return result.finally(() => {
           inflight -= 1;
-        }
+        });
       };
     },
   });

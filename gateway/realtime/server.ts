@@ -18,6 +18,9 @@ import type { TenantContext, TokenVerifier } from '../../src/tenancy/index.js';
 import { InflightCounter, SocketConnection, endpointRoom } from './connection.js';
 import type { Broadcaster, Flavor, RealtimeExtension } from './types.js';
 
+const SWEEP_MS = 250;
+const SLOW_STRIKES = 3;
+
 export interface RealtimeOptions {
   app: uWS.TemplatedApp;
   tokens: TokenVerifier;
@@ -153,15 +156,25 @@ export function createRealtime(opts: RealtimeOptions): Realtime {
     socket.disconnect(true);
   }
 
-  // A socket whose unsent backlog keeps growing would hold memory without bound: close it.
+  // A socket whose unsent backlog stays over the limit would hold memory without bound: close it.
+  // One large message can sit in the buffer for a moment even on a fast link, so only a backlog
+  // seen on SLOW_STRIKES consecutive sweeps counts.
+  const strikes = new Map<string, number>();
   const sweep = setInterval(() => {
     for (const { conn } of connections.values()) {
-      if (bufferedBytes(conn.socket) > config.maxBufferedBytes) {
+      if (bufferedBytes(conn.socket) <= config.maxBufferedBytes) {
+        strikes.delete(conn.id);
+        continue;
+      }
+      const count = (strikes.get(conn.id) ?? 0) + 1;
+      strikes.set(conn.id, count);
+      if (count >= SLOW_STRIKES) {
+        strikes.delete(conn.id);
         log.warn({ connection: conn.id, tenant: conn.tenant.tenantId }, 'closing slow consumer');
-        conn.socket.disconnect(true);
+        closeWith(conn.socket, CLOSE_REASONS.slowConsumer);
       }
     }
-  }, 250);
+  }, SWEEP_MS);
   sweep.unref();
 
   /**
