@@ -10,8 +10,8 @@ import { readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DATABASE_URL_VAR, REDIS_URL_VAR, REQUIRE_SERVICES_VAR } from './support/env.js';
-import { POSTGRES_LABEL, REDIS_LABEL, startServices } from './support/services.js';
+import { DATABASE_URL_VAR, PYTHON_VAR, REDIS_URL_VAR, REQUIRE_SERVICES_VAR } from './support/env.js';
+import { POSTGRES_LABEL, REDIS_LABEL, ensurePythonClient, startServices } from './support/services.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name: string) => path.join(repoRoot, 'node_modules', '.bin', name);
@@ -77,6 +77,8 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
 async function main(): Promise<number> {
   const started = Date.now();
   const services = await startServices({ redis: true, postgres: true, log });
+  const python = await ensurePythonClient(log);
+  if (python.problem) services.problems.push(python.problem);
   const servicesMs = Date.now() - started;
 
   const consequence = ci ? 'the run FAILS (CI=true)' : 'server-mode tests will be SKIPPED';
@@ -98,6 +100,8 @@ async function main(): Promise<number> {
   // failed to start: unset means "skip", which is what the banner promised.
   delete env[REDIS_URL_VAR];
   delete env[DATABASE_URL_VAR];
+  delete env[PYTHON_VAR];
+  if (python.python) env[PYTHON_VAR] = python.python;
   if (services.redisUrl) env[REDIS_URL_VAR] = services.redisUrl;
   if (services.databaseUrl) env[DATABASE_URL_VAR] = services.databaseUrl;
   if (ci) env[REQUIRE_SERVICES_VAR] = '1';

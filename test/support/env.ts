@@ -6,8 +6,16 @@
 export const REDIS_URL_VAR = 'AETERNA_TEST_REDIS_URL';
 export const DATABASE_URL_VAR = 'AETERNA_TEST_DATABASE_URL';
 export const REQUIRE_SERVICES_VAR = 'AETERNA_TEST_REQUIRE_SERVICES';
+/** The Python interpreter that can import socketio (a real non-JavaScript client). */
+export const PYTHON_VAR = 'AETERNA_TEST_PYTHON';
 
-export type ServiceName = 'redis' | 'postgres';
+export type ServiceName = 'redis' | 'postgres' | 'python';
+
+const SERVICES: Record<ServiceName, { variable: string; label: string }> = {
+  redis: { variable: REDIS_URL_VAR, label: 'Redis' },
+  postgres: { variable: DATABASE_URL_VAR, label: 'PostgreSQL' },
+  python: { variable: PYTHON_VAR, label: 'python3-socketio client' },
+};
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value;
@@ -34,10 +42,9 @@ const warned = new Set<ServiceName>();
  * Throws instead when services are required, so CI cannot pass by skipping.
  */
 export function requireService(name: ServiceName): string | undefined {
-  const url = name === 'redis' ? testRedisUrl() : testDatabaseUrl();
+  const { variable, label } = SERVICES[name];
+  const url = nonEmpty(process.env[variable]);
   if (url) return url;
-  const label = name === 'redis' ? 'Redis' : 'PostgreSQL';
-  const variable = name === 'redis' ? REDIS_URL_VAR : DATABASE_URL_VAR;
   if (servicesRequired()) {
     throw new Error(`${label} is required (${REQUIRE_SERVICES_VAR} is set) but ${variable} is empty; test/run.ts could not start it — see its banner above.`);
   }

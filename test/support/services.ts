@@ -458,6 +458,29 @@ async function startPostgres(root: string, log: (line: string) => void, own: (p:
 }
 
 // ---------------------------------------------------------------------------------------------
+// The Python client the JSON endpoint is tested with
+
+export const PYTHON_CLIENT_LABEL = 'python3-socketio';
+const PYTHON = '/usr/bin/python3';
+
+async function pythonClientImports(): Promise<boolean> {
+  return (await run(PYTHON, ['-c', 'import socketio, websocket, requests'], {})).code === 0;
+}
+
+/**
+ * Debian's python3-socketio (with python3-websocket and python3-requests for its two transports): a real
+ * non-JavaScript socket.io client. Returns the interpreter's path, or a problem sentence.
+ */
+export async function ensurePythonClient(log: (line: string) => void): Promise<{ python?: string; problem?: string }> {
+  if (await pythonClientImports()) return { python: PYTHON };
+  for (const pkg of ['python3-socketio', 'python3-websocket', 'python3-requests']) {
+    const problem = await aptInstall(pkg, log);
+    if (problem) return { problem: `${PYTHON_CLIENT_LABEL} could not be installed: ${problem}` };
+  }
+  return (await pythonClientImports()) ? { python: PYTHON } : { problem: `${PYTHON_CLIENT_LABEL} is installed but ${PYTHON} cannot import it` };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Public API
 
 export async function startServices(opts: StartServicesOptions): Promise<RunningServices> {
