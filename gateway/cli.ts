@@ -1,9 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from '../src/config.js';
-import { openCore, resolveTokenKeys } from '../src/core.js';
-import { createLogger } from '../src/obs/index.js';
-import { ROLES, assertId, isRole, issueToken, type Role } from '../src/tenancy/index.js';
-import { createGateway } from './app.js';
+import { ROLES, assertId, isRole, issueToken, resolveTokenKeys, type Role } from '../src/tenancy/index.js';
 
 const USAGE = `usage:
   aeterna start                       start the gateway (embedded mode unless AETERNA_DATABASE_URL is set)
@@ -29,7 +26,7 @@ async function tokenCommand(config: Config, argv: string[]): Promise<void> {
   const roles = values.roles.split(',').map((r) => r.trim());
   if (!roles.every(isRole)) throw new UsageError(`--roles must be a comma-separated list of ${ROLES.join(', ')}`);
   if (!/^\d+\s*[smhdw]$/.test(values.expires)) throw new UsageError('--expires must look like 30m, 12h or 7d');
-  const { signingSecret } = await resolveTokenKeys(config);
+  const { signingSecret } = await resolveTokenKeys(config.auth, config.dataDir);
   if (!signingSecret) throw new UsageError('tokens are verified against AETERNA_JWKS_URL: issue them from that identity provider');
   const token = await issueToken(signingSecret, {
     tenantId: assertId('--tenant', values.tenant),
@@ -45,6 +42,12 @@ async function tokenCommand(config: Config, argv: string[]): Promise<void> {
 }
 
 async function startCommand(config: Config): Promise<void> {
+  // Loaded here, not at the top: `aeterna token` should not pay for PGlite, uWS and socket.io.
+  const [{ openCore }, { createLogger }, { createGateway }] = await Promise.all([
+    import('../src/core.js'),
+    import('../src/obs/index.js'),
+    import('./app.js'),
+  ]);
   const log = createLogger(config.logLevel);
   const core = await openCore(config, log);
   const gateway = createGateway(core, log);

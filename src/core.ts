@@ -4,7 +4,7 @@ import { CommitSignal } from './events/index.js';
 import { MemoryService } from './memory/index.js';
 import type { Logger } from './obs/index.js';
 import { openDb, type Db } from './store/index.js';
-import { TokenVerifier, loadOrCreateSigningSecret, type TokenKeySource } from './tenancy/index.js';
+import { TokenVerifier, resolveTokenKeys } from './tenancy/index.js';
 import { createVectorIndex, preparePgvector, type VectorIndex } from './vector/index.js';
 
 /** Everything the gateway and the workers share, wired from one Config. */
@@ -22,15 +22,8 @@ export interface Core {
   close(): Promise<void>;
 }
 
-export async function resolveTokenKeys(config: Config): Promise<{ keys: TokenKeySource; signingSecret?: string }> {
-  if (config.auth.secret) return { keys: { kind: 'secret', secret: config.auth.secret }, signingSecret: config.auth.secret };
-  if (config.auth.jwksUrl) return { keys: { kind: 'jwks', url: config.auth.jwksUrl } };
-  const secret = await loadOrCreateSigningSecret(config.dataDir);
-  return { keys: { kind: 'secret', secret }, signingSecret: secret };
-}
-
 export async function openCore(config: Config, log: Logger): Promise<Core> {
-  const { keys, signingSecret } = await resolveTokenKeys(config);
+  const { keys, signingSecret } = await resolveTokenKeys(config.auth, config.dataDir);
   const tokens = new TokenVerifier({
     keys,
     ...(config.auth.issuer ? { issuer: config.auth.issuer } : {}),

@@ -18,4 +18,4 @@ export {
   type TokenKeySource,
   type TokenVerifierOptions,
 } from './jwt.js';
-export { loadOrCreateSigningSecret } from './secret.js';
+export { loadOrCreateSigningSecret, resolveTokenKeys } from './secret.js';

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { AuthConfig } from '../config.js';
+import type { TokenKeySource } from './jwt.js';
 
 const SECRET_PATTERN = /^[0-9a-f]{64}$/;
 
@@ -28,4 +30,15 @@ export async function loadOrCreateSigningSecret(dataDir: string): Promise<string
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return loadOrCreateSigningSecret(dataDir);
     throw err;
   }
+}
+
+/**
+ * Which keys verify tokens, and the secret that signs them when Aeterna issues its own: the
+ * configured HS secret, else a JWKS (no local signing), else the data dir's generated secret.
+ */
+export async function resolveTokenKeys(auth: AuthConfig, dataDir: string): Promise<{ keys: TokenKeySource; signingSecret?: string }> {
+  if (auth.secret) return { keys: { kind: 'secret', secret: auth.secret }, signingSecret: auth.secret };
+  if (auth.jwksUrl) return { keys: { kind: 'jwks', url: auth.jwksUrl } };
+  const secret = await loadOrCreateSigningSecret(dataDir);
+  return { keys: { kind: 'secret', secret }, signingSecret: secret };
 }

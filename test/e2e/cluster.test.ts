@@ -12,7 +12,7 @@ const redisUrl = requireService('redis');
  * Several real gateway processes (cluster mode: PostgreSQL + Redis), started as `npm start` starts
  * them, with clients connected to different nodes.
  */
-describe.skipIf(!pgUrl || !redisUrl)('a cluster of gateway processes', () => {
+describe.skipIf(!pgUrl || !redisUrl)('a cluster of gateway processes', { timeout: 120_000 }, () => {
   let database: TestDatabase;
   let env: Record<string, string>;
   const sockets: Socket[] = [];

@@ -41,7 +41,7 @@ async function startRedis(port: number, dir: string): Promise<ChildProcess> {
   throw new Error('redis-server did not start');
 }
 
-describe.skipIf(!pgUrl || !redisUrl)('losing Redis', () => {
+describe.skipIf(!pgUrl || !redisUrl)('losing Redis', { timeout: 120_000 }, () => {
   let database: TestDatabase;
   let dir: string;
   let redis: ChildProcess | undefined;

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killAllNodes, runCli as cli, startNode as start } from '../support/nodes.js';
 
-describe('aeterna start (embedded mode) and aeterna token', () => {
+// Spawned processes start slowly on a loaded 2-core machine: generous time, no timing assertions but the 10 s drain.
+describe('aeterna start (embedded mode) and aeterna token', { timeout: 120_000 }, () => {
   let dataDir: string;
   let env: Record<string, string>;
 
