@@ -11,8 +11,8 @@ export interface CpuSnapshot {
   /** Clock ticks since boot, all CPUs. */
   total: number;
   busy: number;
-  /** Ticks per process of ours, by pid. */
-  ours: Map<number, number>;
+  /** Ticks used by our processes, PostgreSQL's reaped children included. */
+  ours: number;
 }
 
 function machineTicks(): { total: number; busy: number } {
@@ -23,38 +23,68 @@ function machineTicks(): { total: number; busy: number } {
   return { total, busy: total - idle };
 }
 
-function processTicks(pid: number): number | undefined {
+interface Proc {
+  pid: number;
+  ppid: number;
+  /** utime + stime. */
+  ticks: number;
+  /** cutime + cstime: children that exited and were waited for. */
+  reaped: number;
+}
+
+function readProc(pid: number): Proc | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name may hold spaces and parentheses: count fields from the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]); // utime, stime
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    return { pid, ppid: f[1] ?? 0, ticks: (f[11] ?? 0) + (f[12] ?? 0), reaped: (f[13] ?? 0) + (f[14] ?? 0) };
   } catch {
-    return undefined;
+    return undefined; // exited while we looked
   }
 }
 
-/** PostgreSQL backends serving `database`: their titles read "postgres: <user> <database> …". */
-function backendsOf(database: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const title = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (title.startsWith('postgres: ') && title.split(/[\s\0]+/).includes(database)) pids.push(Number(entry));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return pids;
+function pids(): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .map(Number);
 }
 
-export function snapshot(pids: readonly number[], database: string | undefined): CpuSnapshot | undefined {
+/**
+ * The postmaster serving `database`, found through one of its backends (titled "postgres: <user>
+ * <database> …"). Its whole tree is ours: backends, parallel workers, checkpointer, walwriter.
+ */
+export function postmasterOf(database: string): number | undefined {
   try {
-    const ours = new Map<number, number>();
-    for (const pid of [...pids, ...(database ? backendsOf(database) : [])]) {
-      const ticks = processTicks(pid);
-      if (ticks !== undefined) ours.set(pid, ticks);
+    for (const pid of pids()) {
+      let title: string;
+      try {
+        title = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      } catch {
+        continue;
+      }
+      if (title.startsWith('postgres: ') && title.split(/[\s\0]+/).includes(database)) return readProc(pid)?.ppid;
+    }
+  } catch {
+    // no /proc
+  }
+  return undefined;
+}
+
+/**
+ * `roots` are counted with their own time; `tree` (a postmaster) also with its live children's and
+ * the time of children it has reaped, so a parallel worker that lived and died within a round is
+ * still ours.
+ */
+export function snapshot(roots: readonly number[], tree: number | undefined): CpuSnapshot | undefined {
+  try {
+    let ours = roots.reduce((sum, pid) => sum + (readProc(pid)?.ticks ?? 0), 0);
+    if (tree !== undefined) {
+      const root = readProc(tree);
+      ours += root ? root.ticks + root.reaped : 0;
+      for (const pid of pids()) {
+        const child = readProc(pid);
+        if (child?.ppid === tree) ours += child.ticks;
+      }
     }
     return { ...machineTicks(), ours };
   } catch {
@@ -65,8 +95,5 @@ export function snapshot(pids: readonly number[], database: string | undefined):
 /** The share (0..1) of all CPU time between two snapshots that went to other processes. */
 export function foreignShare(before: CpuSnapshot | undefined, after: CpuSnapshot | undefined): number | undefined {
   if (!before || !after || after.total <= before.total) return undefined;
-  let ours = 0;
-  // A process born during the round counts from zero; one that died took its ticks along (rare).
-  for (const [pid, ticks] of after.ours) ours += ticks - (before.ours.get(pid) ?? 0);
-  return Math.max(0, (after.busy - before.busy - ours) / (after.total - before.total));
+  return Math.max(0, (after.busy - before.busy - (after.ours - before.ours)) / (after.total - before.total));
 }

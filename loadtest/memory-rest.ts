@@ -14,8 +14,21 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { createTestDatabase, startServices, type RunningServices, type TestDatabase } from '../test/support/index.js';
 import { prng, searchQueries, shuffled } from './corpus.js';
-import { foreignShare, snapshot } from './cpu.js';
-import { MODES, TRANSPORTS, badRounds, condense, renderMarkdown, thinRounds, contendedRounds, type ModeName, type ModeReport, type Round, type RunReport, type Transport } from './report.js';
+import { foreignShare, postmasterOf, snapshot } from './cpu.js';
+import {
+  MODES,
+  TRANSPORTS,
+  badRounds,
+  condense,
+  contendedRounds,
+  renderMarkdown,
+  thinRounds,
+  type ModeName,
+  type ModeReport,
+  type Round,
+  type RunReport,
+  type Transport,
+} from './report.js';
 import type { ReadyLine } from './rest-server.js';
 import { intSetting, sleep } from './settings.js';
 
@@ -69,20 +82,22 @@ function readConfig(argv: string[]): BenchConfig | undefined {
     .filter(Boolean);
   const unknown = modes.filter((m) => !(MODES as readonly string[]).includes(m));
   if (unknown.length > 0 || modes.length === 0) throw new Error(`--modes / BENCH_MODES takes ${MODES.join(',')}; got "${modes.join(',')}"`);
+  const connections = int('connections', 'BENCH_CONNECTIONS', 16, 1, 190);
   return {
     modes: modes as ModeName[],
     memories: int('memories', 'BENCH_MEMORIES', 10_000),
     seconds: int('seconds', 'BENCH_SECONDS', 5),
     warmupSeconds: int('warmup', 'BENCH_WARMUP_SECONDS', 2, 0),
     rounds: int('rounds', 'BENCH_ROUNDS', 3),
-    connections: int('connections', 'BENCH_CONNECTIONS', 16, 1, 1000),
+    connections,
     seedConcurrency: int('seed-concurrency', 'BENCH_SEED_CONCURRENCY', 8, 1, 256),
     otherTenants: int('other-tenants', 'BENCH_OTHER_TENANTS', 9, 0, 1000),
     otherTenantMemories: 50,
     readyTimeoutSeconds: int('ready-timeout', 'BENCH_READY_TIMEOUT', 600),
     timeoutSeconds: int('timeout', 'BENCH_TIMEOUT', 1500),
-    // Above the connection count, so requests never queue for a database connection.
-    postgresPoolSize: 20,
+    // Above the connection count, so requests never queue for a database connection; the
+    // throwaway server allows 200.
+    postgresPoolSize: Math.max(20, connections + 4),
   };
 }
 
@@ -245,8 +260,8 @@ async function drain(controlPort: number): Promise<void> {
 interface Target {
   ready: ReadyLine;
   pids: number[];
-  /** The benchmark database, whose PostgreSQL backends are ours too. */
-  database?: string;
+  /** The PostgreSQL postmaster, whose whole process tree is ours too. */
+  postmaster?: number;
 }
 
 async function blast(
@@ -257,7 +272,7 @@ async function blast(
   connections: number,
 ): Promise<{ result: autocannon.Result; foreignCpu: number | undefined }> {
   const { ready } = target;
-  const before = snapshot(target.pids, target.database);
+  const before = snapshot(target.pids, target.postmaster);
   const result = await autocannon({
     url: `http://127.0.0.1:${transport === 'uws' ? ready.uwsPort : ready.nodePort}`,
     connections,
@@ -266,7 +281,7 @@ async function blast(
     timeout: REQUEST_TIMEOUT_SECONDS,
     requests,
   });
-  const foreignCpu = foreignShare(before, snapshot(target.pids, target.database));
+  const foreignCpu = foreignShare(before, snapshot(target.pids, target.postmaster));
   await drain(ready.controlPort);
   return { result, foreignCpu };
 }
@@ -362,7 +377,9 @@ async function runMode(mode: ModeName, cfg: BenchConfig, report: ModeReport): Pr
     report.seeding = server.ready.seeding;
     say(`== ${mode}: ready (uWS :${server.ready.uwsPort}, node :${server.ready.nodePort}; ${server.ready.backend.db}, ${server.ready.backend.vectors})`);
     await preflight(server.ready);
-    await measure(mode, { ready: server.ready, pids: [process.pid, server.pid], ...(database ? { database: database.name } : {}) }, cfg, report);
+    const postmaster = database ? postmasterOf(database.name) : undefined;
+    if (database && postmaster === undefined) say(`== ${mode}: PostgreSQL's processes not found; "other CPU" will include its work`);
+    await measure(mode, { ready: server.ready, pids: [process.pid, server.pid], ...(postmaster ? { postmaster } : {}) }, cfg, report);
     report.status = 'ok';
   } catch (err) {
     report.status = 'failed';

@@ -71,11 +71,13 @@ export function createMemoryStreamExtension(opts: StreamOptions): RealtimeExtens
   const memory = core.memory;
   const subscriptions = new Map<string, Set<string>>();
 
+  // One emit per room: socket.io's uWS integration publishes a single-room broadcast as one uWS
+  // topic publish (in C++), but walks every socket in JS for a multi-room one. A connection is
+  // never in two rooms that one event goes to (see `subscribe`), so this sends no duplicates.
   const sink: EventSink = {
     deliver(_tenantId, events) {
       for (const event of events) {
-        const rooms = roomsOfEvent(event);
-        if (rooms.length > 0) broadcaster.toRooms(rooms, event.type, event);
+        for (const room of roomsOfEvent(event)) broadcaster.toRooms([room], event.type, event);
       }
     },
   };
@@ -90,13 +92,21 @@ export function createMemoryStreamExtension(opts: StreamOptions): RealtimeExtens
       }
     }
     for (const room of input.rooms ?? []) rooms.add(authorizeRoom(ctx, room));
-    // Join before reading the log: an event committed after the read reaches us live, one
-    // committed before it is in the replay, so nothing falls between the two.
-    for (const room of rooms) await conn.join(room);
     const mine = subscriptions.get(conn.id) ?? new Set<string>();
     for (const room of rooms) mine.add(room);
+    // A layer's catch-all room already receives every scope's events: drop the scope rooms it
+    // covers, so no event reaches this connection twice.
+    for (const room of [...mine]) {
+      if (!room.endsWith(':*') && mine.has(room.slice(0, room.lastIndexOf(':')) + ':*')) {
+        mine.delete(room);
+        await conn.leave(room);
+      }
+    }
     subscriptions.set(conn.id, mine);
-    return replay(conn, [...rooms], mine, input);
+    // Join before reading the log: an event committed after the read reaches us live, one
+    // committed before it is in the replay, so nothing falls between the two.
+    for (const room of mine) await conn.join(room);
+    return replay(conn, [...rooms].filter((r) => mine.has(r)), mine, input);
   }
 
   async function replay(conn: Connection, rooms: string[], mine: Set<string>, input: SubscribeInput): Promise<SubscribeResult> {

@@ -161,6 +161,20 @@ describe('realtime gateway (one node, embedded)', () => {
     expect(seen).toEqual([]);
   });
 
+  it('delivers each event once to a connection subscribed to a scope and to its whole layer', async () => {
+    const token = await tokenFor({ tenantId: 'overlap', userId: 'alice', roles: ['developer'] });
+    const socket = await open(token);
+    const got = collect(socket, 'memory.added');
+    await call(socket, 'subscribe', { layers: ['project'], scopes: { projectId: 'a' } });
+    const both = await call<SubscribeResult>(socket, 'subscribe', { rooms: ['t:overlap:layer:project:*', 't:overlap:layer:project:a'] });
+    expect(both).toMatchObject({ ok: true, data: { rooms: ['t:overlap:layer:project:*'] } });
+    await rest(token, '/v1/memories', { layer: 'project', projectId: 'a', content: 'once only' });
+    await rest(token, '/v1/memories', { layer: 'project', projectId: 'b', content: 'other scope' });
+    await until(() => got.length >= 2, 'both events');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(got.map((e) => e.seq)).toEqual([1, 2]);
+  });
+
   it('keeps the user layer private in subscriptions', async () => {
     const bob = await tokenFor({ tenantId: 'priv', userId: 'bob', roles: ['developer'] });
     const socket = await open(bob);
