@@ -49,11 +49,15 @@ function pids(): number[] {
     .map(Number);
 }
 
+const postmasters = new Map<string, number>();
+
 /**
  * The postmaster serving `database`, found through one of its backends (titled "postgres: <user>
  * <database> …"). Its whole tree is ours: backends, parallel workers, checkpointer, walwriter.
  */
 export function postmasterOf(database: string): number | undefined {
+  const known = postmasters.get(database);
+  if (known !== undefined) return known;
   try {
     for (const pid of pids()) {
       let title: string;
@@ -62,7 +66,10 @@ export function postmasterOf(database: string): number | undefined {
       } catch {
         continue;
       }
-      if (title.startsWith('postgres: ') && title.split(/[\s\0]+/).includes(database)) return readProc(pid)?.ppid;
+      if (!title.startsWith('postgres: ') || !title.split(/[\s\0]+/).includes(database)) continue;
+      const ppid = readProc(pid)?.ppid;
+      if (ppid !== undefined) postmasters.set(database, ppid);
+      return ppid;
     }
   } catch {
     // no /proc
@@ -71,13 +78,15 @@ export function postmasterOf(database: string): number | undefined {
 }
 
 /**
- * `roots` are counted with their own time; `tree` (a postmaster) also with its live children's and
- * the time of children it has reaped, so a parallel worker that lived and died within a round is
- * still ours.
+ * `roots` count with their own time. With `database`, so does the PostgreSQL server behind it,
+ * whole: its live children and the children it has reaped, so a parallel worker that lived and
+ * died within a round is still ours.
  */
-export function snapshot(roots: readonly number[], tree: number | undefined): CpuSnapshot | undefined {
+export function snapshot(roots: readonly number[], database?: string): CpuSnapshot | undefined {
   try {
-    let ours = roots.reduce((sum, pid) => sum + (readProc(pid)?.ticks ?? 0), 0);
+    const tree = database === undefined ? undefined : postmasterOf(database);
+    // A caller may list the postmaster among the roots too; the tree below already counts it.
+    let ours = roots.filter((pid) => pid !== tree).reduce((sum, pid) => sum + (readProc(pid)?.ticks ?? 0), 0);
     if (tree !== undefined) {
       const root = readProc(tree);
       ours += root ? root.ticks + root.reaped : 0;

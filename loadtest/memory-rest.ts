@@ -260,8 +260,8 @@ async function drain(controlPort: number): Promise<void> {
 interface Target {
   ready: ReadyLine;
   pids: number[];
-  /** The PostgreSQL postmaster, whose whole process tree is ours too. */
-  postmaster?: number;
+  /** The benchmark database: the PostgreSQL server behind it is ours too. */
+  database?: string;
 }
 
 async function blast(
@@ -272,7 +272,7 @@ async function blast(
   connections: number,
 ): Promise<{ result: autocannon.Result; foreignCpu: number | undefined }> {
   const { ready } = target;
-  const before = snapshot(target.pids, target.postmaster);
+  const before = snapshot(target.pids, target.database);
   const result = await autocannon({
     url: `http://127.0.0.1:${transport === 'uws' ? ready.uwsPort : ready.nodePort}`,
     connections,
@@ -281,7 +281,7 @@ async function blast(
     timeout: REQUEST_TIMEOUT_SECONDS,
     requests,
   });
-  const foreignCpu = foreignShare(before, snapshot(target.pids, target.postmaster));
+  const foreignCpu = foreignShare(before, snapshot(target.pids, target.database));
   await drain(ready.controlPort);
   return { result, foreignCpu };
 }
@@ -377,9 +377,8 @@ async function runMode(mode: ModeName, cfg: BenchConfig, report: ModeReport): Pr
     report.seeding = server.ready.seeding;
     say(`== ${mode}: ready (uWS :${server.ready.uwsPort}, node :${server.ready.nodePort}; ${server.ready.backend.db}, ${server.ready.backend.vectors})`);
     await preflight(server.ready);
-    const postmaster = database ? postmasterOf(database.name) : undefined;
-    if (database && postmaster === undefined) say(`== ${mode}: PostgreSQL's processes not found; "other CPU" will include its work`);
-    await measure(mode, { ready: server.ready, pids: [process.pid, server.pid], ...(postmaster ? { postmaster } : {}) }, cfg, report);
+    if (database && postmasterOf(database.name) === undefined) say(`== ${mode}: PostgreSQL's processes not found; "other CPU" will include its work`);
+    await measure(mode, { ready: server.ready, pids: [process.pid, server.pid], ...(database ? { database: database.name } : {}) }, cfg, report);
     report.status = 'ok';
   } catch (err) {
     report.status = 'failed';

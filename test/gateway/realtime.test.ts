@@ -193,6 +193,16 @@ describe('realtime gateway (one node, embedded)', () => {
     expect(limited + replies.filter((r) => r.ok).length).toBe(60);
   });
 
+  it('closes a connection that sends a message over the size limit, and only that one', async () => {
+    const token = await tokenFor({ tenantId: 'big', userId: 'alice', roles: ['developer'] });
+    const offender = await open(token);
+    const bystander = await open(token, 'json');
+    const closed = new Promise<string>((resolve) => offender.once('disconnect', (reason) => resolve(reason)));
+    offender.emit('memory.add', { layer: 'project', projectId: 'p', content: 'x'.repeat(1536 * 1024) });
+    expect(await closed).toBe('transport close');
+    expect(await call(bystander, 'memory.list', {})).toMatchObject({ ok: true, data: { items: [] } });
+  });
+
   it('disconnects a connection when its token expires, saying why', async () => {
     const token = await tokenFor({ tenantId: 'exp', userId: 'alice', roles: ['viewer'] }, '2s');
     const socket = await open(token);
