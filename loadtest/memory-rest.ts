@@ -353,21 +353,22 @@ async function runMode(mode: ModeName, cfg: BenchConfig, report: ModeReport): Pr
   let server: ServerChild | undefined;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), `aeterna-bench-${mode}-`));
   owned.dirs.add(dataDir);
+  const skip = (reason: string) => {
+    report.status = 'skipped';
+    report.reason = reason;
+    loud(`${mode} mode SKIPPED: ${reason}`);
+  };
   try {
     if (mode === 'postgres') {
       services = await startServices({ postgres: true, log: (line) => say(`  [services] ${line}`) });
       if (!services.databaseUrl) {
-        report.status = 'skipped';
-        report.reason = services.problems.join('; ') || 'PostgreSQL could not be started';
-        loud(`postgres mode SKIPPED: ${report.reason}`);
+        skip(services.problems.join('; ') || 'PostgreSQL could not be started');
         return;
       }
       try {
         database = await createTestDatabase(services.databaseUrl);
       } catch (err) {
-        report.status = 'skipped';
-        report.reason = `could not create a database: ${(err as Error).message}`;
-        loud(`postgres mode SKIPPED: ${report.reason}`);
+        skip(`could not create a database: ${(err as Error).message}`);
         return;
       }
     }
