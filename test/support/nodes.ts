@@ -18,7 +18,7 @@ export interface GatewayNode {
 
 const running = new Set<ChildProcess>();
 
-export function startNode(env: Record<string, string>, timeoutMs = 30_000): Promise<GatewayNode> {
+export function startNode(env: Record<string, string>, timeoutMs = 60_000): Promise<GatewayNode> {
   const child = spawn(process.execPath, [BIN, 'start'], {
     cwd: ROOT,
     env: { ...process.env, AETERNA_PORT: '0', AETERNA_LOG_LEVEL: 'warn', ...env },
