@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SOCKET_PATHS, type Ack, type EventEnvelope, type SubscribeResult } from '../../src/protocol/index.js';
 import { TEST_JWT_SECRET, tokenFor } from '../support/backends.js';
 import { createTestDatabase, requireService, type TestDatabase } from '../support/index.js';
+import { until } from '../support/gateway.js';
 import { killAllNodes, startNode, type GatewayNode } from '../support/nodes.js';
 
 const pgUrl = requireService('postgres');
@@ -53,14 +54,6 @@ describe.skipIf(!pgUrl || !redisUrl)('a cluster of gateway processes', { timeout
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
       body: JSON.stringify(body),
     });
-
-  async function until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
 
   it.each([
     ['classic', 'false'],

@@ -2,9 +2,8 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGateway, type Gateway } from '../../gateway/app.js';
-import { createLogger } from '../../src/obs/index.js';
-import { openTestCore, tokenFor, type TestCore } from '../support/backends.js';
+import { tokenFor } from '../support/backends.js';
+import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { requireService } from '../support/index.js';
 
 const python = requireService('python');
@@ -24,18 +23,15 @@ interface Step {
 
 /** A real non-JavaScript client: Debian's python3-socketio, speaking socket.io's JSON protocol. */
 describe.skipIf(!python)('a python-socketio agent on the JSON endpoint', () => {
-  let t: TestCore;
-  let gateway: Gateway;
+  let g: TestGateway;
   let base: string;
 
   beforeAll(async () => {
-    t = await openTestCore('pglite', { AETERNA_RELAY_TICK_MS: '200' });
-    gateway = createGateway(t.core, createLogger('silent'));
-    base = `http://127.0.0.1:${await gateway.listen('127.0.0.1', 0)}`;
+    g = await startTestGateway({ AETERNA_RELAY_TICK_MS: '200' });
+    base = g.url;
   });
   afterAll(async () => {
-    await gateway?.close(500);
-    await t?.close();
+    await g?.close();
   });
 
   it.each(['websocket', 'polling'])('works over %s: auth, acks, errors, replay and live events', async (transport) => {

@@ -1,34 +1,24 @@
-import { io as connectSocket, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGateway, type Gateway } from '../../gateway/app.js';
-import { createLogger } from '../../src/obs/index.js';
-import { SOCKET_PATHS, msgpackParser } from '../../src/protocol/index.js';
-import { openTestCore, tokenFor, type TestCore } from '../support/backends.js';
+import { tokenFor } from '../support/backends.js';
+import { openSocket, startTestGateway, type TestGateway } from '../support/gateway.js';
 
 describe('connection limits', () => {
-  let t: TestCore;
-  let gateway: Gateway;
-  let base: string;
+  let g: TestGateway;
   const sockets: Socket[] = [];
 
   beforeAll(async () => {
-    t = await openTestCore('pglite', { AETERNA_TENANT_MAX_CONNECTIONS: '2', AETERNA_PING_INTERVAL_MS: '1000', AETERNA_PING_TIMEOUT_MS: '1000' });
-    gateway = createGateway(t.core, createLogger('silent'));
-    base = `http://127.0.0.1:${await gateway.listen('127.0.0.1', 0)}`;
+    g = await startTestGateway({ AETERNA_TENANT_MAX_CONNECTIONS: '2', AETERNA_PING_INTERVAL_MS: '1000', AETERNA_PING_TIMEOUT_MS: '1000' });
   });
   afterAll(async () => {
     for (const s of sockets) s.disconnect();
-    await gateway?.close(500);
-    await t?.close();
+    await g?.close();
   });
 
-  function open(token: string): Promise<Socket> {
-    const socket = connectSocket(base, { path: SOCKET_PATHS.msgpack, parser: msgpackParser, transports: ['websocket'], auth: { token }, reconnection: false, forceNew: true });
+  async function open(token: string): Promise<Socket> {
+    const socket = await openSocket(g.url, token);
     sockets.push(socket);
-    return new Promise((resolve, reject) => {
-      socket.once('connect', () => resolve(socket));
-      socket.once('connect_error', reject);
-    });
+    return socket;
   }
 
   it('refuses a tenant past its connection cap, without affecting other tenants, and admits again when one leaves', async () => {
@@ -47,14 +37,14 @@ describe('connection limits', () => {
   it('drops a peer that stops answering heartbeats', async () => {
     const token = await tokenFor({ tenantId: 'heartbeat', userId: 'alice', roles: ['viewer'] });
     const socket = await open(token);
-    const before = gateway.realtime.connectionCount();
+    const before = g.gateway.realtime.connectionCount();
     // Stop the client's engine from answering pings without closing its TCP connection.
     const engine = socket.io.engine as unknown as { transport: { ws?: { _socket?: { pause(): void } }; socket?: { _socket?: { pause(): void } } } };
     const raw = engine.transport.ws?._socket ?? engine.transport.socket?._socket;
     expect(raw).toBeDefined();
     raw?.pause();
     const deadline = Date.now() + 10_000;
-    while (gateway.realtime.connectionCount() >= before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    expect(gateway.realtime.connectionCount()).toBe(before - 1);
+    while (g.gateway.realtime.connectionCount() >= before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(g.gateway.realtime.connectionCount()).toBe(before - 1);
   });
 });

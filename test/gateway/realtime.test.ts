@@ -1,32 +1,19 @@
-import { io as connectSocket, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGateway, type Gateway } from '../../gateway/app.js';
-import { createLogger } from '../../src/obs/index.js';
-import { SOCKET_PATHS, msgpackParser, type Ack, type EventEnvelope, type SubscribeResult } from '../../src/protocol/index.js';
-import { openTestCore, tokenFor, type TestCore } from '../support/backends.js';
+import type { Ack, EventEnvelope, SOCKET_PATHS, SubscribeResult } from '../../src/protocol/index.js';
+import { tokenFor } from '../support/backends.js';
+import { openSocket, startTestGateway, until, type TestGateway } from '../support/gateway.js';
 
 type Flavor = keyof typeof SOCKET_PATHS;
 
 describe('realtime gateway (one node, embedded)', () => {
-  let t: TestCore;
-  let gateway: Gateway;
+  let g: TestGateway;
   let base: string;
   const sockets: Socket[] = [];
 
   async function open(token: string | undefined, flavor: Flavor = 'msgpack', transports: ('websocket' | 'polling')[] = ['websocket']): Promise<Socket> {
-    const socket = connectSocket(base, {
-      path: SOCKET_PATHS[flavor],
-      ...(flavor === 'msgpack' ? { parser: msgpackParser } : {}),
-      transports,
-      auth: token === undefined ? {} : { token },
-      reconnection: false,
-      forceNew: true,
-    });
+    const socket = await openSocket(base, token, { flavor, transports });
     sockets.push(socket);
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', () => resolve());
-      socket.once('connect_error', (err) => reject(err));
-    });
     return socket;
   }
 
@@ -40,14 +27,6 @@ describe('realtime gateway (one node, embedded)', () => {
     return seen;
   }
 
-  async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
   const rest = (token: string, path: string, body?: unknown) =>
     fetch(`${base}${path}`, {
       method: body === undefined ? 'GET' : 'POST',
@@ -56,14 +35,12 @@ describe('realtime gateway (one node, embedded)', () => {
     });
 
   beforeAll(async () => {
-    t = await openTestCore('pglite', { AETERNA_RELAY_TICK_MS: '200', AETERNA_RATE_LIMIT_PER_SEC: '20', AETERNA_RATE_LIMIT_BURST: '30' });
-    gateway = createGateway(t.core, createLogger('silent'));
-    base = `http://127.0.0.1:${await gateway.listen('127.0.0.1', 0)}`;
+    g = await startTestGateway({ AETERNA_RELAY_TICK_MS: '200', AETERNA_RATE_LIMIT_PER_SEC: '20', AETERNA_RATE_LIMIT_BURST: '30' });
+    base = g.url;
   });
   afterAll(async () => {
     for (const s of sockets) s.disconnect();
-    await gateway?.close(500);
-    await t?.close();
+    await g?.close();
   });
 
   it('refuses a handshake without a valid token with UNAUTHENTICATED', async () => {

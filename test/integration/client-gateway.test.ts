@@ -1,27 +1,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createGateway, type Gateway } from '../../gateway/app.js';
 import { AeternaClient, type AeternaClientOptions, type PresenceEnvelope } from '../../src/client/index.js';
-import { createLogger } from '../../src/obs/index.js';
 import { AeternaError, SOCKET_PATHS, type ResyncRequired } from '../../src/protocol/index.js';
-import { openTestCore, tokenFor, type TestCore } from '../support/backends.js';
+import { tokenFor } from '../support/backends.js';
+import { startTestGateway, until, type TestGateway } from '../support/gateway.js';
 
 /** AeternaClient against the real gateway (embedded mode, one node). */
 describe('AeternaClient ↔ gateway', () => {
-  let t: TestCore;
-  let gateway: Gateway;
+  let g: TestGateway;
   let url: string;
   const clients: AeternaClient[] = [];
 
   beforeAll(async () => {
-    t = await openTestCore('pglite', { AETERNA_RELAY_TICK_MS: '100' });
-    gateway = createGateway(t.core, createLogger('silent'));
-    url = `http://127.0.0.1:${await gateway.listen('127.0.0.1', 0)}`;
+    g = await startTestGateway({ AETERNA_RELAY_TICK_MS: '100' });
+    url = g.url;
   });
   afterAll(async () => {
     for (const c of clients) c.close();
-    await gateway?.close(500);
-    await t?.close();
+    await g?.close();
   });
 
   async function connect(tenantId: string, options: Partial<AeternaClientOptions> = {}, userId = 'alice'): Promise<AeternaClient> {
@@ -29,14 +25,6 @@ describe('AeternaClient ↔ gateway', () => {
     const client = await AeternaClient.connect({ url, token, transport: 'websocket', reconnectDelayMs: 50, reconnectDelayMaxMs: 200, ...options });
     clients.push(client);
     return client;
-  }
-
-  async function until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
   }
 
   const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventRelay, LocalLeaseStore, partitionOf, type EventSink } from '../../src/events/index.js';
 import type { EventEnvelope } from '../../src/protocol/index.js';
 import { backends, openTestCore, tenantCtx, type TestCore } from '../support/backends.js';
+import { until } from '../support/gateway.js';
 
 function recordingSink(): EventSink & { seen: Map<string, number[]> } {
   const seen = new Map<string, number[]>();
@@ -11,14 +12,6 @@ function recordingSink(): EventSink & { seen: Map<string, number[]> } {
       seen.set(tenantId, [...(seen.get(tenantId) ?? []), ...events.map((e) => e.seq)]);
     },
   };
-}
-
-async function until(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('partitionOf', () => {
