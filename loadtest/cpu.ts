@@ -86,16 +86,19 @@ export function snapshot(roots: readonly number[], database?: string): CpuSnapsh
   try {
     const tree = database === undefined ? undefined : postmasterOf(database);
     // A caller may list the postmaster among the roots too; the tree below already counts it.
-    let ours = roots.filter((pid) => pid !== tree).reduce((sum, pid) => sum + (readProc(pid)?.ticks ?? 0), 0);
+    const members = roots.filter((pid) => pid !== tree);
+    if (tree !== undefined) members.push(...pids().filter((pid) => readProc(pid)?.ppid === tree));
+    // Walking /proc is slow on a loaded machine, and every tick the CPUs spend meanwhile lands in
+    // the machine's count but not ours. So the walk above only finds the processes; their counters
+    // are read in one quick pass, between two reads of the machine's, which are averaged.
+    const first = machineTicks();
+    let ours = members.reduce((sum, pid) => sum + (readProc(pid)?.ticks ?? 0), 0);
     if (tree !== undefined) {
       const root = readProc(tree);
       ours += root ? root.ticks + root.reaped : 0;
-      for (const pid of pids()) {
-        const child = readProc(pid);
-        if (child?.ppid === tree) ours += child.ticks;
-      }
     }
-    return { ...machineTicks(), ours };
+    const second = machineTicks();
+    return { total: (first.total + second.total) / 2, busy: (first.busy + second.busy) / 2, ours };
   } catch {
     return undefined;
   }

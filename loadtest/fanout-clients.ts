@@ -130,7 +130,8 @@ const { notify } = serveParent<ClientOps>({
     for (const [label, list] of sockets) connected[label] = list.filter((s) => s.connected).length;
     const reasons: Record<string, Record<string, number>> = {};
     for (const [label, map] of disconnects) reasons[label] = Object.fromEntries(map);
-    return { connected, disconnects: reasons, stray, rss: process.memoryUsage().rss };
+    const cpu = process.cpuUsage();
+    return { connected, disconnects: reasons, stray, rss: process.memoryUsage().rss, cpuUs: cpu.user + cpu.system };
   },
   async close() {
     let closed = 0;

@@ -5,19 +5,19 @@ import type { ServerReady } from './fanout-shared.js';
 export const GROUPS = ['transport', 'gateway-1node', 'gateway-2node'] as const;
 export type GroupName = (typeof GROUPS)[number];
 
-export type ScenarioName = 'uws' | 'node' | 'uws-2rooms' | 'gateway-1node' | 'gateway-1node-direct' | 'gateway-2node' | 'gateway-2node-direct';
+export type ScenarioName = 'uws' | 'node' | 'uws-multiroom' | 'gateway-1node' | 'gateway-1node-direct' | 'gateway-2node' | 'gateway-2node-direct';
 /** `nominal`: the write rate of the end-to-end scenarios; `stress`: a rate meant to find the ceiling. */
 export type Load = 'nominal' | 'stress';
 
 /** One line each, for the table: what exactly a scenario runs. */
 export const SCENARIO_TEXT: Record<ScenarioName, string> = {
-  uws: 'socket.io + msgpack on uWS, 1 room, synthetic events, no DB',
-  node: 'socket.io + msgpack on node:http, 1 room, synthetic events, no DB',
-  'uws-2rooms': "socket.io + msgpack on uWS, emitted to the relay's 2 rooms, no DB",
+  uws: 'socket.io + msgpack on uWS, one broadcast per room (as the relay), synthetic events, no DB',
+  node: 'socket.io + msgpack on node:http, one broadcast per room (as the relay), synthetic events, no DB',
+  'uws-multiroom': 'socket.io + msgpack on uWS, one broadcast to both rooms (the relay before 68c19a7), no DB',
   'gateway-1node': 'gateway, 1 node: REST write → PostgreSQL commit → relay → rooms',
-  'gateway-1node-direct': "gateway, 1 node: synthetic events through the gateway's broadcaster, no DB",
+  'gateway-1node-direct': "gateway, 1 node: synthetic events through the relay's sink, no DB",
   'gateway-2node': 'gateway, 2 nodes + Redis adapter: REST write on A, half the subscribers on each',
-  'gateway-2node-direct': 'gateway, 2 nodes: synthetic events broadcast on A, via Redis to B',
+  'gateway-2node-direct': "gateway, 2 nodes: synthetic events through A's relay sink, via Redis to B",
 };
 
 export interface WriteStats {
@@ -63,8 +63,12 @@ export interface FanoutRound {
   max: number;
   /** Receipts that read earlier than their `at`: clock trouble. */
   negative: number;
+  /** Connections the round's server(s) held as it started; below `subscribers` means sockets were lost. */
+  serverConnections: number;
   /** CPU time of the server process(es) per delivery, µs: the transport's cost, whoever else is busy. */
   serverCpuUsPerDelivery: number;
+  /** CPU time of the subscriber workers per delivery, µs: what receiving and decoding costs. */
+  clientCpuUsPerDelivery: number;
   /** Server CPU seconds per wall second (1.0 = one core fully used). */
   serverCores: number;
   /** The busiest server's event loop utilisation over the round (0..1). */
@@ -115,6 +119,7 @@ export interface Median {
   p50: number;
   p99: number;
   serverCpuUsPerDelivery: number;
+  clientCpuUsPerDelivery: number;
   serverLoop: number;
   writeP50?: number;
   writeP99?: number;
@@ -126,6 +131,9 @@ export interface Ratio {
   uws: ScenarioName;
   /** uWS over Node of median deliveries/s: above 1, uWS delivered more. */
   deliveries: number;
+  /** Median server CPU per delivery, µs, of each. */
+  uwsCpuUs: number;
+  nodeCpuUs: number;
   /** Node over uWS of median server CPU per delivery: above 1, Node spent more per delivery. */
   cpuPerDelivery: number;
   p50: number;
@@ -167,6 +175,7 @@ export function condense(rounds: readonly FanoutRound[]): { medians: Median[]; r
       p50: of((r) => r.p50),
       p99: of((r) => r.p99),
       serverCpuUsPerDelivery: of((r) => r.serverCpuUsPerDelivery),
+      clientCpuUsPerDelivery: of((r) => r.clientCpuUsPerDelivery),
       serverLoop: of((r) => r.serverLoop),
       ...(withWrites.length > 0
         ? { writeP50: median(withWrites.map((r) => r.writes?.p50 ?? Number.NaN)), writeP99: median(withWrites.map((r) => r.writes?.p99 ?? Number.NaN)) }
@@ -174,7 +183,7 @@ export function condense(rounds: readonly FanoutRound[]): { medians: Median[]; r
     };
   });
   const ratios = medians.flatMap((m): Ratio[] => {
-    if (m.scenario !== 'uws' && m.scenario !== 'uws-2rooms') return [];
+    if (m.scenario !== 'uws' && m.scenario !== 'uws-multiroom') return [];
     const node = medians.find((n) => n.scenario === 'node' && n.load === m.load);
     if (!node) return [];
     return [
@@ -182,6 +191,8 @@ export function condense(rounds: readonly FanoutRound[]): { medians: Median[]; r
         load: m.load,
         uws: m.scenario,
         deliveries: m.deliveriesPerSec / node.deliveriesPerSec,
+        uwsCpuUs: m.serverCpuUsPerDelivery,
+        nodeCpuUs: node.serverCpuUsPerDelivery,
         cpuPerDelivery: node.serverCpuUsPerDelivery / m.serverCpuUsPerDelivery,
         p50: m.p50 / node.p50,
         p99: m.p99 / node.p99,
@@ -199,6 +210,9 @@ export function roundProblems(rounds: readonly FanoutRound[]): { warnings: strin
     const name = `${r.scenario}/${r.load} round ${r.round}`;
     if (r.delivered < r.expected * LOSSY_ROUND) {
       warnings.push(`${name}: ${r.delivered} of ${r.expected} deliveries arrived (${pct(r.delivered / r.expected)}) within the drain limit`);
+    }
+    if (r.serverConnections < r.subscribers) {
+      warnings.push(`${name}: the server(s) held ${r.serverConnections} connections for ${r.subscribers} subscribers the clients counted as connected`);
     }
     if (r.delivered > r.expected) warnings.push(`${name}: ${r.delivered - r.expected} more deliveries than expected (duplicates)`);
     if (r.writes && (r.writes.failed > 0 || r.writes.skipped > 0)) {
@@ -226,7 +240,7 @@ const thousands = (n: number): string => (Number.isFinite(n) ? Math.round(n).toL
 
 function memoryCell(report: FanoutReport, scenario: ScenarioName): string {
   const group = report.groups.find((g) => g.rounds.some((r) => r.scenario === scenario));
-  const labels = scenario === 'uws' || scenario === 'uws-2rooms' ? ['uws'] : scenario === 'node' ? ['node'] : undefined;
+  const labels = scenario === 'uws' || scenario === 'uws-multiroom' ? ['uws'] : scenario === 'node' ? ['node'] : undefined;
   const nodes = (group?.memory ?? []).filter((m) => !labels || labels.includes(m.label));
   return nodes.length > 0 ? nodes.map((m) => kib(m.rssPerConnection)).join(' / ') : 'n/a';
 }
@@ -238,7 +252,8 @@ function scenarioRows(report: FanoutReport): string[] {
     const writes = m.writeP50 !== undefined ? ` (write p50/p99 ${ms(m.writeP50)}/${ms(m.writeP99 ?? Number.NaN)} ms)` : '';
     return (
       `| \`${m.scenario}\` | ${m.load} | ${SCENARIO_TEXT[m.scenario]}${writes} | ${thousands(m.subscribers)} | ${m.rate} | ` +
-      `${thousands(m.deliveriesPerSec)} | ${delivered} | ${latency} | ${fixed(m.serverCpuUsPerDelivery, 2)} | ${fixed(m.serverLoop * 100)}% | ${memoryCell(report, m.scenario)} |`
+      `${thousands(m.deliveriesPerSec)} | ${delivered} | ${latency} | ${fixed(m.serverCpuUsPerDelivery, 2)} | ${fixed(m.serverLoop * 100)}% | ` +
+      `${fixed(m.clientCpuUsPerDelivery, 2)} | ${memoryCell(report, m.scenario)} |`
     );
   });
 }
@@ -246,7 +261,8 @@ function scenarioRows(report: FanoutReport): string[] {
 function ratioRows(report: FanoutReport): string[] {
   return report.ratios.map(
     (r) =>
-      `| ${r.load} | \`${r.uws}\` vs \`node\` | **${fixed(r.deliveries, 2)}×** | **${fixed(r.cpuPerDelivery, 1)}×** | ${fixed(r.p50, 2)}× | ${fixed(r.p99, 2)}× |`,
+      `| ${r.load} | \`${r.uws}\` vs \`node\` | ${fixed(r.deliveries, 2)}× | ${fixed(r.uwsCpuUs, 2)} / ${fixed(r.nodeCpuUs, 2)} | **${fixed(r.cpuPerDelivery, 1)}×** | ` +
+      `${thousands(1e6 / r.uwsCpuUs)} / ${thousands(1e6 / r.nodeCpuUs)} | ${fixed(r.p50, 2)}× | ${fixed(r.p99, 2)}× |`,
   );
 }
 
@@ -274,19 +290,22 @@ export function renderMarkdown(report: FanoutReport): string {
       `and absolute numbers understate a dedicated server. Server CPU per delivery is the server processes' own CPU time, whoever else is busy.`,
     '',
     `${c['subscribers']} subscribers in one room of one tenant; ${c['rounds']} rounds × ${c['seconds']} s per scenario and load ` +
-      `(transport scenarios alternate uWS, Node, uWS-2-rooms round by round), after a ${c['warmupSeconds']} s warm-up each; ` +
+      `(transport scenarios alternate uWS, Node, uWS-multiroom round by round), after a ${c['warmupSeconds']} s warm-up each; ` +
       `nominal load ${c['rate']} events/s (REST writes for the gateway's end-to-end rows), stress load ${c['stressRate']} events/s (synthetic only). ` +
       `Latency is from the envelope's \`at\` (commit time; for synthetic events the time each was due) to receipt, in whole ms. Medians over rounds.`,
     '',
-    '| Scenario | Load | What | Subscribers | Events/s | Deliveries/s | Delivered | p50 / p99 ms | Server CPU µs/delivery | Server loop busy | RSS/conn KiB |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| Scenario | Load | What | Subscribers | Events/s | Deliveries/s | Delivered | p50 / p99 ms | Server CPU µs/delivery | Server loop busy | Client CPU µs/delivery | Server RSS/conn KiB |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...scenarioRows(report),
-    ...skipped.map((g) => `| ${g.group} | — | ${g.status.toUpperCase()}: ${g.reason ?? ''} | | | | | | | | |`),
+    ...skipped.map((g) => `| ${g.group} | — | ${g.status.toUpperCase()}: ${g.reason ?? ''} | | | | | | | | | |`),
     '',
-    '**uWS vs node:http**, same socket.io, same parser, same envelopes (medians over rounds):',
+    '**uWS vs node:http**, same socket.io, same parser, same envelopes (medians over rounds). At the nominal rate both deliver ' +
+      'everything, so their deliveries/s ratio is 1 by construction: compare CPU per delivery. The per-core figure is 10⁶ ÷ server ' +
+      'CPU µs per delivery, what one core could push with the machine to itself: an extrapolation, since here the subscribers\' ' +
+      'decoding (client CPU column) and the loopback TCP stack, billed to the sending process, share the same two cores.',
     '',
-    '| Load | Pair | Deliveries/s uWS/Node | CPU per delivery Node/uWS | p50 uWS/Node | p99 uWS/Node |',
-    '|---|---|---:|---:|---:|---:|',
+    '| Load | Pair | Deliveries/s uWS/Node | Server CPU µs/delivery uWS / Node | Node/uWS | Deliveries/s per server core uWS / Node (10⁶ ÷ µs) | p50 uWS/Node | p99 uWS/Node |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
     ...ratioRows(report),
     '',
     'Connections held and memory per connection (after GC, RSS of the server process before and after its subscribers connected):',

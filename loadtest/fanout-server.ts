@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { Server } from 'socket.io';
 import uWS from 'uWebSockets.js';
 import { createGateway, type Gateway } from '../gateway/app.js';
-import { roomsOfEvent } from '../gateway/realtime/memory-stream.js';
+import { createMemoryStreamExtension } from '../gateway/realtime/memory-stream.js';
 import { loadConfig } from '../src/config.js';
 import { openCore, type Core } from '../src/core.js';
 import { createLogger } from '../src/obs/index.js';
@@ -69,8 +69,9 @@ function plainSocketIo(): Server {
   return io;
 }
 
-function roomsFor(rooms: EmitRequest['rooms']): string[] {
-  return rooms === 1 ? [BENCH_ROOM] : [...BENCH_ROOMS_AS_RELAYED];
+function broadcastTo(io: Server, rooms: EmitRequest['rooms'], envelope: ReturnType<typeof syntheticEnvelope>): void {
+  if (rooms === 'together') io.to([...BENCH_ROOMS_AS_RELAYED]).emit(BENCH_EVENT, envelope);
+  else for (const room of BENCH_ROOMS_AS_RELAYED) io.to(room).emit(BENCH_EVENT, envelope);
 }
 
 async function serveUws(): Promise<Served> {
@@ -89,7 +90,7 @@ async function serveUws(): Promise<Served> {
   return {
     port,
     connections: () => io.engine.clientsCount,
-    broadcast: (rooms, envelope) => io.to(roomsFor(rooms)).emit(BENCH_EVENT, envelope),
+    broadcast: (rooms, envelope) => broadcastTo(io, rooms, envelope),
     async close() {
       io.local.disconnectSockets(true);
       // close() exists in this uWS build but is missing from its typings (as in gateway/app.ts).
@@ -113,7 +114,7 @@ async function serveNode(): Promise<Served> {
   return {
     port,
     connections: () => io.engine.clientsCount,
-    broadcast: (rooms, envelope) => io.to(roomsFor(rooms)).emit(BENCH_EVENT, envelope),
+    broadcast: (rooms, envelope) => broadcastTo(io, rooms, envelope),
     async close() {
       io.local.disconnectSockets(true);
       server.closeAllConnections();
@@ -130,11 +131,14 @@ async function serveGateway(): Promise<Served> {
   const core: Core = await openCore(config, log);
   const gateway: Gateway = createGateway(core, log);
   const port = await gateway.listen('127.0.0.1', 0);
+  // The relay's sink, built the way createGateway builds it on the gateway's own broadcaster (a
+  // second instance, never registered as an extension: only deliver() is used), so a synthetic
+  // event takes exactly the path a committed one takes once the relay has read it from the log.
+  const { sink } = createMemoryStreamExtension({ core, broadcaster: gateway.realtime.broadcaster, replayWindow: config.realtime.replayWindow });
   return {
     port,
     connections: () => gateway.realtime.connectionCount(),
-    // The relay's own room choice, so a synthetic event travels exactly where a committed one would.
-    broadcast: (_rooms, envelope) => gateway.realtime.broadcaster.toRooms(roomsOfEvent(envelope), envelope.type, envelope),
+    broadcast: (_rooms, envelope) => sink.deliver(envelope.tenantId, [envelope]),
     async close() {
       await gateway.close(1000);
       await core.close();

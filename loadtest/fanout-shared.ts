@@ -18,8 +18,8 @@ export const BENCH_EVENT = EVENT_TYPES.memoryAdded;
 /** The room a `subscribe {layers: ['session'], scopes: {sessionId}}` joins. */
 export const BENCH_ROOM = Rooms.layer(BENCH_TENANT, 'session', BENCH_SESSION);
 /**
- * The relay emits a session memory to its exact room and to the layer's catch-all
- * (memory-stream.ts, roomsOfEvent); the transport bench can emit to the same pair.
+ * The rooms the relay delivers a session memory to (memory-stream.ts, roomsOfEvent): its exact
+ * scope and the layer's catch-all, which the benchmark's subscribers are not in.
  */
 export const BENCH_ROOMS_AS_RELAYED = [BENCH_ROOM, Rooms.layerAll(BENCH_TENANT, 'session')] as const;
 
@@ -278,8 +278,12 @@ export interface EmitRequest {
   round: number;
   rate: number;
   seconds: number;
-  /** 1: the single exact room (socket.io's uWS fast path); 2: the pair the relay emits to. Ignored by the gateway, which uses the relay's rooms. */
-  rooms: 1 | 2;
+  /**
+   * How the transport servers address the relay's two rooms: `each`, one broadcast per room, as the
+   * relay's sink does (a single-room broadcast is socket.io's uWS fast path); `together`, one
+   * broadcast to both, as it did before commit 68c19a7. The gateway always uses the relay's sink.
+   */
+  rooms: 'each' | 'together';
 }
 
 export type ServerOps = {
@@ -326,6 +330,8 @@ export interface WorkerHealth {
   /** Events with no round tag, or of a round already collected. */
   stray: number;
   rss: number;
+  /** Cumulative process CPU, microseconds: what decoding the deliveries costs the subscribers. */
+  cpuUs: number;
 }
 
 export type ClientOps = {

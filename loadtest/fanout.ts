@@ -43,6 +43,7 @@ import {
   type ClientOps,
   type ConnectProgress,
   type ConnectRequest,
+  type EmitRequest,
   type OpMap,
   type RoundSample,
   type ServerKind,
@@ -60,7 +61,7 @@ const CLIENTS_ENTRY = path.join(HERE, 'fanout-clients.ts');
 const HELP = `usage: npx tsx loadtest/fanout.ts [options]     (every option also reads the FANOUT_* variable named)
   --subscribers N     FANOUT_SUBSCRIBERS   sockets in the one room, per scenario (1000)
   --rate M            FANOUT_RATE          events/s: REST writes for the gateway, synthetic for the rest (20)
-  --stress-rate S     FANOUT_STRESS_RATE   synthetic events/s of the stress rounds; 0 skips them (200)
+  --stress-rate S     FANOUT_STRESS_RATE   synthetic events/s of the stress rounds; 0 skips them (100)
   --seconds S         FANOUT_SECONDS       length of one round (5)
   --rounds R          FANOUT_ROUNDS        measured rounds per scenario and load (3)
   --warmup S          FANOUT_WARMUP        warm-up round per scenario, discarded; 0 skips it (2)
@@ -107,7 +108,7 @@ function readConfig(argv: string[]): FanoutConfig | undefined {
   return {
     subscribers: int('subscribers', 1000, 1, 100_000),
     rate: int('rate', 20, 1, 100_000),
-    stressRate: int('stress-rate', 200, 0, 100_000),
+    stressRate: int('stress-rate', 100, 0, 100_000),
     seconds: int('seconds', 5),
     rounds: int('rounds', 3),
     warmupSeconds: int('warmup', 2, 0),
@@ -148,6 +149,8 @@ interface Child<Ops extends OpMap> {
   name: string;
   pid: number;
   rpc: ChildRpc<Ops>;
+  /** Warning and error lines the child logged (pino levels 40+), e.g. a relay losing its lease under load. */
+  logged: string[];
   /** The first event of this name the child sends. */
   once(event: string, timeoutMs: number): Promise<unknown>;
   stop(): Promise<void>;
@@ -161,11 +164,14 @@ function startChild<Ops extends OpMap>(name: string, entry: string, args: string
   });
   owned.children.add(child);
   const tail: string[] = [];
+  const logged: string[] = [];
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
     createInterface({ input: stream }).on('line', (line) => {
       tail.push(line);
       if (tail.length > 20) tail.shift();
+      const level = /"level":(\d+)/.exec(line)?.[1];
+      if (level !== undefined && Number(level) >= 40) logged.push(/"msg":"([^"]*)"/.exec(line)?.[1] ?? line);
       say(`  [${name}] ${line}`);
     });
   }
@@ -180,6 +186,7 @@ function startChild<Ops extends OpMap>(name: string, entry: string, args: string
     name,
     pid: child.pid as number,
     rpc,
+    logged,
     once(event, timeoutMs) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`${name} sent no "${event}" within ${timeoutMs / 1000}s`)), timeoutMs);
@@ -298,7 +305,10 @@ function memoryOf(group: GroupName, servers: readonly ServerHandle[], before: Se
   });
 }
 
-/** Processes of ours besides the children (PostgreSQL's postmaster and Redis), for the other-CPU figure. */
+/**
+ * Processes of ours besides the children, for the other-CPU figure: Redis, and PostgreSQL's
+ * postmaster (snapshot() also finds that one, with its whole tree, through the database name).
+ */
 const servicePids = new Set<number>();
 
 interface Context {
@@ -316,7 +326,7 @@ interface Variant {
   servers: ServerHandle[];
   /** Labels of the subscribers that should receive. */
   labels: string[];
-  drive: { kind: 'emit'; via: ServerHandle; rooms: 1 | 2 } | { kind: 'write'; url: string; token: string };
+  drive: { kind: 'emit'; via: ServerHandle; rooms: EmitRequest['rooms'] } | { kind: 'write'; url: string; token: string };
 }
 
 interface Driven {
@@ -370,9 +380,13 @@ async function drive(variant: Variant, round: number, rate: number, seconds: num
   return { events: paced.fired, lateMs: paced.maxLateMs };
 }
 
-async function subscribersOf(workers: readonly Worker[], labels: readonly string[]): Promise<number> {
+/** Sockets connected for these labels as the workers see them, and the workers' CPU so far. */
+async function workerState(workers: readonly Worker[], labels: readonly string[]): Promise<{ subscribers: number; cpuUs: number }> {
   const health = await Promise.all(workers.map((w) => w.rpc.call('health', {})));
-  return health.reduce((n, h) => n + labels.reduce((m, label) => m + (h.connected[label] ?? 0), 0), 0);
+  return {
+    subscribers: health.reduce((n, h) => n + labels.reduce((m, label) => m + (h.connected[label] ?? 0), 0), 0),
+    cpuUs: health.reduce((n, h) => n + h.cpuUs, 0),
+  };
 }
 
 /**
@@ -395,7 +409,7 @@ async function quiesce(workers: readonly Worker[], limitSeconds: number): Promis
 async function runRound(ctx: Context, variant: Variant, load: Load, rate: number, seconds: number, roundNo: number): Promise<FanoutRound> {
   const { cfg, workers } = ctx;
   const id = ctx.nextRound();
-  const subscribers = await subscribersOf(workers, variant.labels);
+  const { subscribers, cpuUs: clientCpuBefore } = await workerState(workers, variant.labels);
   const pids = [process.pid, ...ctx.all.map((s) => s.pid), ...workers.map((w) => w.pid), ...servicePids];
   const statsBefore = await Promise.all(variant.servers.map((s) => s.rpc.call('stats', { gc: false })));
   const cpuBefore: CpuSnapshot | undefined = snapshot(pids, ctx.database);
@@ -413,6 +427,7 @@ async function runRound(ctx: Context, variant: Variant, load: Load, rate: number
   const statsAfter = await Promise.all(variant.servers.map((s) => s.rpc.call('stats', { gc: false })));
   const foreignCpu = foreignShare(cpuBefore, snapshot(pids, ctx.database));
   const samples = await Promise.all(workers.map((w) => w.rpc.call('collect', { round: id })));
+  const clientCpuUs = (await workerState(workers, [])).cpuUs - clientCpuBefore;
   if (samples.reduce((n, s) => n + Object.values(s).reduce((m, x) => m + x.received, 0), 0) < expected) await quiesce(workers, cfg.drainSeconds);
 
   const all = new LatencyHistogram();
@@ -454,7 +469,11 @@ async function runRound(ctx: Context, variant: Variant, load: Load, rate: number
     p99: all.percentile(0.99),
     max: all.percentile(1),
     negative: all.negative,
+    // What the server holds, not what the clients believe: a server that dropped sockets (a ping
+    // timeout while its loop was blocked) would otherwise pass for one delivering to fewer subscribers.
+    serverConnections: statsBefore.reduce((n, s) => n + s.connections, 0),
     serverCpuUsPerDelivery: delivered > 0 ? cpuUs / delivered : Number.NaN,
+    clientCpuUsPerDelivery: delivered > 0 ? clientCpuUs / delivered : Number.NaN,
     serverCores: cpuUs / 1e6 / wallSeconds,
     serverLoop: Math.max(0, ...loops),
     paceLateMs: driven.lateMs,
@@ -475,7 +494,7 @@ function describeRound(group: GroupName, r: FanoutRound): string {
   return (
     `[${group}] ${r.scenario.padEnd(20)} ${r.load.padEnd(7)} round ${r.round}: ${r.events} events × ${r.subscribers} → ` +
     `${Math.round(r.deliveriesPerSec).toLocaleString('en-US').padStart(9)} deliveries/s  p50 ${r.p50} ms  p99 ${r.p99} ms  max ${r.max} ms  ` +
-    `server ${r.serverCpuUsPerDelivery.toFixed(2)} µs/delivery, loop ${(r.serverLoop * 100).toFixed(0)}%${writes}${labels}${short}`
+    `server ${r.serverCpuUsPerDelivery.toFixed(2)} µs/delivery, loop ${(r.serverLoop * 100).toFixed(0)}%; clients ${r.clientCpuUsPerDelivery.toFixed(2)} µs/delivery${writes}${labels}${short}`
   );
 }
 
@@ -536,6 +555,15 @@ async function checkHealth(workers: readonly Worker[], report: FanoutReport, gro
   if (stray > 0) report.notes.push(`${group}: ${stray} deliveries arrived after their round was collected (past the drain limit) and were not counted`);
 }
 
+/** Servers that logged warnings get a note: what a node complains about under load is part of the result. */
+function noteLogged(servers: readonly ServerHandle[], report: FanoutReport, group: GroupName): void {
+  for (const s of servers) {
+    if (s.logged.length === 0) continue;
+    const distinct = [...new Set(s.logged.map((m) => m.replace(/\d+/g, 'N')))];
+    report.notes.push(`${group}: server ${s.label} logged ${s.logged.length} warning(s): ${distinct.slice(0, 3).map((m) => `"${m}"`).join(', ')}`);
+  }
+}
+
 /** Plain socket.io on uWS and on node:http, both up at once, so their rounds can alternate. */
 async function runTransport(ctx: Omit<Context, 'all' | 'workers'>, group: GroupReport, report: FanoutReport): Promise<void> {
   const { cfg } = ctx;
@@ -554,15 +582,16 @@ async function runTransport(ctx: Omit<Context, 'all' | 'workers'>, group: GroupR
       group.memory.push(...memoryOf(group.group, servers, before, await gcStats(servers)));
       const full: Context = { ...ctx, workers, all: servers };
       const variants: Variant[] = [
-        { scenario: 'uws', servers: [uws], labels: ['uws'], drive: { kind: 'emit', via: uws, rooms: 1 } },
-        { scenario: 'node', servers: [node], labels: ['node'], drive: { kind: 'emit', via: node, rooms: 1 } },
-        { scenario: 'uws-2rooms', servers: [uws], labels: ['uws'], drive: { kind: 'emit', via: uws, rooms: 2 } },
+        { scenario: 'uws', servers: [uws], labels: ['uws'], drive: { kind: 'emit', via: uws, rooms: 'each' } },
+        { scenario: 'node', servers: [node], labels: ['node'], drive: { kind: 'emit', via: node, rooms: 'each' } },
+        { scenario: 'uws-multiroom', servers: [uws], labels: ['uws'], drive: { kind: 'emit', via: uws, rooms: 'together' } },
       ];
       await measure(full, group, variants, loadsOf(cfg, () => true));
       await checkHealth(workers, report, group.group);
     });
     group.status = 'ok';
   } finally {
+    noteLogged(servers, report, group.group);
     await Promise.allSettled(servers.map((s) => s.stop()));
   }
 }
@@ -625,7 +654,7 @@ async function runGateway(
       const prefix = nodes === 1 ? 'gateway-1node' : 'gateway-2node';
       const variants: Variant[] = [
         { scenario: prefix, servers, labels, drive: { kind: 'write', url: `http://127.0.0.1:${a.ready.port}`, token: writer } },
-        { scenario: `${prefix}-direct`, servers, labels, drive: { kind: 'emit', via: a, rooms: 2 } },
+        { scenario: `${prefix}-direct`, servers, labels, drive: { kind: 'emit', via: a, rooms: 'each' } },
       ];
       // Stress only the synthetic path: the REST writer would measure PostgreSQL's insert rate instead.
       await measure(full, group, variants, loadsOf(cfg, (v) => v.drive.kind === 'emit'));
@@ -633,6 +662,7 @@ async function runGateway(
     });
     group.status = 'ok';
   } finally {
+    noteLogged(servers, report, group.group);
     await Promise.allSettled(servers.map((s) => s.stop()));
     await database?.drop().catch((err: unknown) => say(`could not drop the benchmark database: ${(err as Error).message}`));
   }
