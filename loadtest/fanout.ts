@@ -6,7 +6,6 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -51,7 +50,7 @@ import {
   type ServerReady,
   type ServerStats,
 } from './fanout-shared.js';
-import { intSetting, sleep } from './settings.js';
+import { armHardTimeout, intSetting, machineInfo, sleep } from './settings.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.join(HERE, 'results');
@@ -699,25 +698,6 @@ function checkFileLimit(cfg: FanoutConfig): string {
   return `${limit.soft} (hard ${limit.hard})`;
 }
 
-function machine(fdLimit: string): Record<string, string | number> {
-  const require = createRequire(import.meta.url);
-  const version = (pkg: string) => (require(`${pkg}/package.json`) as { version: string }).version;
-  const cpus = os.cpus();
-  return {
-    loadAverageAtStart: Number((os.loadavg()[0] ?? 0).toFixed(2)),
-    cpuCount: cpus.length,
-    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
-    totalMemGiB: Math.round(os.totalmem() / 2 ** 30),
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    node: process.versions.node,
-    socketIo: version('socket.io'),
-    socketIoClient: version('socket.io-client'),
-    uWebSocketsJs: version('uWebSockets.js'),
-    ws: version('ws'),
-    openFileLimit: fdLimit,
-  };
-}
-
 function finish(report: FanoutReport): void {
   report.finishedAt = new Date().toISOString();
   const rounds = report.groups.flatMap((g) => g.rounds);
@@ -750,7 +730,7 @@ async function main(): Promise<number> {
   const startedAt = new Date().toISOString();
   const report: FanoutReport = {
     startedAt,
-    machine: machine(fdLimit),
+    machine: { ...machineInfo(['socket.io', 'socket.io-client', 'uWebSockets.js', 'ws']), openFileLimit: fdLimit },
     config: { ...cfg, tenant: BENCH_TENANT, session: BENCH_SESSION },
     groups: [],
     medians: [],
@@ -758,14 +738,11 @@ async function main(): Promise<number> {
     warnings: [],
     notes: [],
   };
-  // Whatever hangs (a server, a socket, PostgreSQL), the run ends: write what we have and go.
-  // The exit handlers above and in startServices() kill every process we started, by PID.
-  setTimeout(() => {
-    report.warnings.push(`hard timeout: the run was cut off after ${cfg.timeoutSeconds}s`);
-    loud(`hard timeout of ${cfg.timeoutSeconds}s reached: writing partial results and exiting`);
+  armHardTimeout(cfg.timeoutSeconds, (warning) => {
+    report.warnings.push(warning);
+    loud(`${warning}: writing partial results and exiting`);
     finish(report);
-    process.exit(2);
-  }, cfg.timeoutSeconds * 1000).unref();
+  });
 
   say(
     `fanout: ${cfg.groups.join(', ')}; ${cfg.subscribers} subscribers in ${cfg.workers} worker(s); ${cfg.rate} events/s nominal, ` +

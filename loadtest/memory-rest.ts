@@ -5,7 +5,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,6 +15,7 @@ import { createTestDatabase, startServices, type RunningServices, type TestDatab
 import { prng, searchQueries, shuffled } from './corpus.js';
 import { foreignShare, postmasterOf, snapshot } from './cpu.js';
 import {
+  CONTENDED_ROUND,
   MODES,
   TRANSPORTS,
   badRounds,
@@ -30,12 +30,13 @@ import {
   type Transport,
 } from './report.js';
 import type { ReadyLine } from './rest-server.js';
-import { intSetting, sleep } from './settings.js';
+import { armHardTimeout, intSetting, machineInfo, sleep } from './settings.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.join(HERE, 'results');
 const SERVER_ENTRY = path.join(HERE, 'rest-server.ts');
 const SEARCH_QUERIES = 50;
+const QUIET_PROBE_MS = 3000;
 
 const HELP = `usage: npm run bench:rest -- [options]     (every option also reads the BENCH_* variable named)
   --modes embedded,postgres   BENCH_MODES            which backends to run, in order
@@ -301,7 +302,6 @@ function toRound(scenario: string, transport: Transport, round: number, r: autoc
     non2xx: r.non2xx,
     statusCodes: Object.fromEntries(Object.entries(r.statusCodeStats).map(([code, s]) => [code, s.count])),
     seconds: r.duration,
-    load1: os.loadavg()[0] ?? 0,
     ...(foreignCpu === undefined ? {} : { foreignCpu }),
   };
 }
@@ -396,30 +396,13 @@ async function runMode(mode: ModeName, cfg: BenchConfig, report: ModeReport): Pr
 
 // ---------------------------------------------------------------------------------------------
 
-function machine(): Record<string, string | number> {
-  const require = createRequire(import.meta.url);
-  const version = (pkg: string) => (require(`${pkg}/package.json`) as { version: string }).version;
-  const cpus = os.cpus();
-  return {
-    loadAverageAtStart: Number((os.loadavg()[0] ?? 0).toFixed(2)),
-    cpuCount: cpus.length,
-    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
-    totalMemGiB: Math.round(os.totalmem() / 2 ** 30),
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    node: process.versions.node,
-    uWebSocketsJs: version('uWebSockets.js'),
-    autocannon: version('autocannon'),
-  };
-}
-
 function finish(report: RunReport): void {
   report.finishedAt = new Date().toISOString();
-  const { loadAverageAtStart, cpuCount } = report.machine;
-  // Before the run nothing of ours is running, so load here is other people's work competing with us.
-  if (Number(loadAverageAtStart) > Number(cpuCount) / 2) {
+  const atStart = report.machine['foreignCpuAtStart'];
+  if (typeof atStart === 'number' && atStart > CONTENDED_ROUND) {
     report.notes.push(
-      `other processes were busy when the run started (1-minute load average ${loadAverageAtStart} on ${cpuCount} CPUs): ` +
-        'absolute numbers are depressed and noisier than on an idle machine',
+      `other processes used ${(atStart * 100).toFixed(0)}% of the CPU just before the run started: ` +
+        'absolute numbers are likely depressed and noisier than on an idle machine',
     );
   }
   for (const mode of report.modes) {
@@ -448,20 +431,24 @@ async function main(): Promise<number> {
   }
   const report: RunReport = {
     startedAt: new Date().toISOString(),
-    machine: machine(),
+    machine: machineInfo(['uWebSockets.js', 'autocannon']),
     config: { ...cfg, searchQueries: SEARCH_QUERIES, scenarios: SCENARIOS.map((s) => s.name) },
     modes: [],
     warnings: [],
     notes: [],
   };
-  // Whatever hangs (a server, PostgreSQL, a socket), the run ends: write what we have and go.
-  // The exit handlers above and in startServices() kill every process we started.
-  setTimeout(() => {
-    report.warnings.push(`hard timeout: the run was cut off after ${cfg.timeoutSeconds}s`);
-    loud(`hard timeout of ${cfg.timeoutSeconds}s reached: writing partial results and exiting`);
+  armHardTimeout(cfg.timeoutSeconds, (warning) => {
+    report.warnings.push(warning);
+    loud(`${warning}: writing partial results and exiting`);
     finish(report);
-    process.exit(2);
-  }, cfg.timeoutSeconds * 1000).unref();
+  });
+
+  // Before anything of ours runs, whatever keeps the CPUs busy is someone else's work. (The load
+  // average cannot say this: it lags by minutes and counts our own previous run.)
+  const idle = snapshot([process.pid]);
+  await sleep(QUIET_PROBE_MS);
+  const atStart = foreignShare(idle, snapshot([process.pid]));
+  if (atStart !== undefined) report.machine['foreignCpuAtStart'] = Number(atStart.toFixed(3));
 
   say(`memory-rest: ${cfg.modes.join(', ')}; ${cfg.memories} memories; ${cfg.rounds} rounds × ${cfg.seconds}s × ${cfg.connections} connections`);
   for (const mode of cfg.modes) {

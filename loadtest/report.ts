@@ -21,8 +21,6 @@ export interface Round {
   non2xx: number;
   statusCodes: Record<string, number>;
   seconds: number;
-  /** The machine's 1-minute load average as the round ended, ours included: a hint of outside load. */
-  load1: number;
   /** Share of the machine's CPU time during the round used by processes not of this run (Linux only). */
   foreignCpu?: number;
 }

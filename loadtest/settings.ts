@@ -1,3 +1,6 @@
+import { createRequire } from 'node:module';
+import os from 'node:os';
+
 /** An integer knob from a flag or environment variable; a bad value stops the run naming its source. */
 export function intSetting(name: string, raw: string | undefined, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (raw === undefined || raw.trim() === '') return fallback;
@@ -9,3 +12,30 @@ export function intSetting(name: string, raw: string | undefined, fallback: numb
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** What a result file records about the machine and the versions it measured. */
+export function machineInfo(packages: readonly string[]): Record<string, string | number> {
+  const require = createRequire(import.meta.url);
+  const cpus = os.cpus();
+  const info: Record<string, string | number> = {
+    loadAverageAtStart: Number((os.loadavg()[0] ?? 0).toFixed(2)),
+    cpuCount: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    totalMemGiB: Math.round(os.totalmem() / 2 ** 30),
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    node: process.versions.node,
+  };
+  for (const pkg of packages) info[pkg] = (require(`${pkg}/package.json`) as { version: string }).version;
+  return info;
+}
+
+/**
+ * Whatever hangs (a server, PostgreSQL, a socket), a benchmark ends: after `seconds` the handler
+ * writes what there is, and the process exits 2. Exit handlers kill what the run started, by PID.
+ */
+export function armHardTimeout(seconds: number, writePartial: (warning: string) => void): void {
+  setTimeout(() => {
+    writePartial(`hard timeout: the run was cut off after ${seconds}s`);
+    process.exit(2);
+  }, seconds * 1000).unref();
+}
