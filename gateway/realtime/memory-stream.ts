@@ -5,7 +5,6 @@ import { resolveReadScopes } from '../../src/memory/index.js';
 import {
   AeternaError,
   CLIENT_EVENTS,
-  EVENT_TYPES,
   LAYERS,
   SERVER_EVENTS,
   subscribeSchema,
@@ -165,6 +164,3 @@ export function createMemoryStreamExtension(opts: StreamOptions): RealtimeExtens
     },
   };
 }
-
-/** Every memory event type a subscriber may receive. */
-export const MEMORY_EVENT_TYPES = Object.values(EVENT_TYPES);

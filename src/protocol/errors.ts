@@ -69,7 +69,3 @@ export function toWireError(err: unknown): WireError {
   if (isAeternaError(err)) return err.toWire();
   return { code: 'INTERNAL', message: 'internal error' };
 }
-
-export function httpStatusOf(code: ErrorCode): number {
-  return HTTP_STATUS[code];
-}

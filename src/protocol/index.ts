@@ -1,7 +1,6 @@
 export {
   AeternaError,
   ERROR_CODES,
-  httpStatusOf,
   isAeternaError,
   toWireError,
   type ErrorCode,
