@@ -52,6 +52,28 @@ const envSchema = z.object({
   AETERNA_PRESENCE_HEARTBEAT_MS: intInRange(100, 600_000).default(3000),
   AETERNA_PRESENCE_SWEEP_MS: intInRange(100, 600_000).default(1000),
   AETERNA_DRAIN_MS: intInRange(0, 60_000).default(8000),
+  AETERNA_JOB_ATTEMPTS: intInRange(1, 100).default(5),
+  AETERNA_JOB_BACKOFF_MS: intInRange(10, 3_600_000).default(1000),
+  AETERNA_JOB_CONCURRENCY: intInRange(1, 256).default(4),
+  AETERNA_JOB_STALLED_MS: intInRange(500, 600_000).default(30_000),
+  AETERNA_JOB_RETAIN_SEC: intInRange(60, 30 * 86_400).default(86_400),
+  AETERNA_GRAPH_DUCKDB_PATH: optionalNonEmpty(z.string().min(1)),
+  AETERNA_GRAPH_RETENTION_DAYS: z.coerce.number().min(0).max(36_500).default(30),
+  AETERNA_GRAPH_MAX_PROPERTIES_BYTES: intInRange(256, 16 * 1024 * 1024).default(16 * 1024),
+  AETERNA_GRAPH_SNAPSHOT_EVERY: intInRange(0, 10_000_000).default(1000),
+  AETERNA_GRAPH_EXTRACTOR: z.enum(['auto', 'rules', 'llm']).default('auto'),
+  AETERNA_SNAPSHOT_DIR: optionalNonEmpty(z.string().min(1)),
+  AETERNA_SNAPSHOT_S3_BUCKET: optionalNonEmpty(z.string().regex(/^[a-z0-9][a-z0-9.-]{1,62}$/, 'must be a valid S3 bucket name')),
+  AETERNA_SNAPSHOT_S3_PREFIX: z.string().max(512).regex(/^[A-Za-z0-9_.\/-]*$/, 'must be letters, digits, _ . / -').default('aeterna/graph'),
+  AETERNA_SNAPSHOT_S3_ENDPOINT: optionalNonEmpty(url),
+  AETERNA_SNAPSHOT_S3_REGION: z.string().min(1).default('us-east-1'),
+  AETERNA_SNAPSHOT_S3_ACCESS_KEY: optionalNonEmpty(z.string()),
+  AETERNA_SNAPSHOT_S3_SECRET_KEY: optionalNonEmpty(z.string()),
+  AETERNA_SNAPSHOT_S3_PATH_STYLE: z.enum(['true', 'false']).default('false'),
+  AETERNA_LLM_URL: optionalNonEmpty(url),
+  AETERNA_LLM_MODEL: optionalNonEmpty(z.string().min(1)),
+  AETERNA_LLM_KEY: optionalNonEmpty(z.string()),
+  AETERNA_LLM_TIMEOUT_MS: intInRange(100, 600_000).default(60_000),
   AETERNA_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -62,6 +84,52 @@ export type DatabaseConfig =
 export type EmbedderConfig =
   | { kind: 'hashing'; dims: number }
   | { kind: 'openai'; url: string; model: string; apiKey?: string; dims: number; timeoutMs: number };
+
+export type SnapshotStoreConfig =
+  | { kind: 'dir'; dir: string }
+  | {
+      kind: 's3';
+      bucket: string;
+      prefix: string;
+      region: string;
+      endpoint?: string;
+      accessKeyId?: string;
+      secretAccessKey?: string;
+      forcePathStyle: boolean;
+    };
+
+export interface JobsConfig {
+  /** Tries per job before it is dead-lettered. */
+  attempts: number;
+  /** First retry delay; doubles on each further attempt. */
+  backoffMs: number;
+  /** Jobs a process runs at once, per job kind. */
+  concurrency: number;
+  /** A job whose worker stops renewing its lock for this long is handed to another worker. */
+  stalledMs: number;
+  /** Finished jobs are kept this long, so a re-enqueue of the same event id stays a no-op. */
+  retainSec: number;
+}
+
+export interface GraphConfig {
+  /** The process's DuckDB projection: a file in embedded mode, in memory per process in cluster mode. */
+  duckdbPath: string;
+  /** Soft-deleted nodes and edges are purged after this many days. */
+  retentionDays: number;
+  maxPropertiesBytes: number;
+  /** Write a snapshot after this many graph batches of a tenant (0: only on request). */
+  snapshotEvery: number;
+  snapshots: SnapshotStoreConfig;
+  extractor: 'rules' | 'llm';
+}
+
+/** An OpenAI-compatible chat completions endpoint. */
+export interface LlmConfig {
+  url: string;
+  model: string;
+  apiKey?: string;
+  timeoutMs: number;
+}
 
 export interface AuthConfig {
   /** A shared HS secret; in embedded mode generated once into the data dir when not given. */
@@ -84,6 +152,9 @@ export interface Config {
   limits: { maxBodyBytes: number; maxContentBytes: number };
   memory: { dedupThreshold: number; recencyHalfLifeDays: number };
   realtime: RealtimeConfig;
+  jobs: JobsConfig;
+  graph: GraphConfig;
+  llm?: LlmConfig;
   logLevel: z.infer<typeof envSchema>['AETERNA_LOG_LEVEL'];
 }
 
@@ -134,7 +205,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.AETERNA_RELAY_TICK_MS * 2 > e.AETERNA_RELAY_LEASE_MS) {
     problems.push('AETERNA_RELAY_TICK_MS must be at most half of AETERNA_RELAY_LEASE_MS (leases are renewed each tick)');
   }
+  if (e.AETERNA_LLM_URL && !e.AETERNA_LLM_MODEL) {
+    problems.push('AETERNA_LLM_MODEL is required when AETERNA_LLM_URL is set');
+  }
+  if (e.AETERNA_GRAPH_EXTRACTOR === 'llm' && !e.AETERNA_LLM_URL) {
+    problems.push('AETERNA_GRAPH_EXTRACTOR=llm needs AETERNA_LLM_URL');
+  }
+  if (Boolean(e.AETERNA_SNAPSHOT_S3_ACCESS_KEY) !== Boolean(e.AETERNA_SNAPSHOT_S3_SECRET_KEY)) {
+    problems.push('AETERNA_SNAPSHOT_S3_ACCESS_KEY and AETERNA_SNAPSHOT_S3_SECRET_KEY go together');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
+  const llm: LlmConfig | undefined =
+    e.AETERNA_LLM_URL && e.AETERNA_LLM_MODEL
+      ? { url: e.AETERNA_LLM_URL, model: e.AETERNA_LLM_MODEL, timeoutMs: e.AETERNA_LLM_TIMEOUT_MS, ...(e.AETERNA_LLM_KEY ? { apiKey: e.AETERNA_LLM_KEY } : {}) }
+      : undefined;
+  const snapshots: SnapshotStoreConfig = e.AETERNA_SNAPSHOT_S3_BUCKET
+    ? {
+        kind: 's3',
+        bucket: e.AETERNA_SNAPSHOT_S3_BUCKET,
+        prefix: e.AETERNA_SNAPSHOT_S3_PREFIX.replace(/^\/+|\/+$/g, ''),
+        region: e.AETERNA_SNAPSHOT_S3_REGION,
+        forcePathStyle: e.AETERNA_SNAPSHOT_S3_PATH_STYLE === 'true',
+        ...(e.AETERNA_SNAPSHOT_S3_ENDPOINT ? { endpoint: e.AETERNA_SNAPSHOT_S3_ENDPOINT } : {}),
+        ...(e.AETERNA_SNAPSHOT_S3_ACCESS_KEY && e.AETERNA_SNAPSHOT_S3_SECRET_KEY
+          ? { accessKeyId: e.AETERNA_SNAPSHOT_S3_ACCESS_KEY, secretAccessKey: e.AETERNA_SNAPSHOT_S3_SECRET_KEY }
+          : {}),
+      }
+    : { kind: 'dir', dir: path.resolve(e.AETERNA_SNAPSHOT_DIR ?? path.join(dataDir, 'snapshots')) };
 
   return {
     mode,
@@ -180,6 +277,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       presence: { ttlMs: e.AETERNA_PRESENCE_TTL_MS, heartbeatMs: e.AETERNA_PRESENCE_HEARTBEAT_MS, sweepMs: e.AETERNA_PRESENCE_SWEEP_MS },
       drainMs: e.AETERNA_DRAIN_MS,
     },
+    jobs: {
+      attempts: e.AETERNA_JOB_ATTEMPTS,
+      backoffMs: e.AETERNA_JOB_BACKOFF_MS,
+      concurrency: e.AETERNA_JOB_CONCURRENCY,
+      stalledMs: e.AETERNA_JOB_STALLED_MS,
+      retainSec: e.AETERNA_JOB_RETAIN_SEC,
+    },
+    graph: {
+      // Cluster processes each keep a private projection rebuilt from the log and snapshots.
+      duckdbPath: e.AETERNA_GRAPH_DUCKDB_PATH ?? (mode === 'embedded' ? path.join(dataDir, 'graph.duckdb') : ':memory:'),
+      retentionDays: e.AETERNA_GRAPH_RETENTION_DAYS,
+      maxPropertiesBytes: e.AETERNA_GRAPH_MAX_PROPERTIES_BYTES,
+      snapshotEvery: e.AETERNA_GRAPH_SNAPSHOT_EVERY,
+      snapshots,
+      extractor: e.AETERNA_GRAPH_EXTRACTOR === 'auto' ? (llm ? 'llm' : 'rules') : e.AETERNA_GRAPH_EXTRACTOR,
+    },
+    ...(llm ? { llm } : {}),
     logLevel: e.AETERNA_LOG_LEVEL,
   };
 }
