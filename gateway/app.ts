@@ -2,10 +2,12 @@ import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
 import type { Core } from '../src/core.js';
 import { DocStore } from '../src/docs/index.js';
-import { EventRelay, LocalLeaseStore, RedisLeaseStore } from '../src/events/index.js';
+import { COMMITS_CHANNEL, EventRelay, LocalLeaseStore, RedisLeaseStore } from '../src/events/index.js';
+import { DeadLetterStore, createJobQueue, jobDispatcher, type JobProcessor } from '../src/jobs/index.js';
 import type { Logger } from '../src/obs/index.js';
 import { MemoryPresenceRegistry, RedisPresenceRegistry, type PresenceRegistry } from '../src/presence/index.js';
 import { createPipeline } from './http/pipeline.js';
+import { adminJobRoutes } from './http/admin-routes.js';
 import { healthRoutes, memoryRoutes } from './http/routes.js';
 import { mountRoutes } from './http/uws.js';
 import { createDocsExtension } from './realtime/docs.js';
@@ -34,11 +36,18 @@ function assertNativeUws(): void {
   }
 }
 
-const COMMITS_CHANNEL = 'aeterna:commits';
 /** "Redis dropped messages somewhere: every node, ask your clients to re-check their position." */
 const STREAM_CHECK_CHANNEL = 'aeterna:stream-check';
 
-export function createGateway(core: Core, log: Logger): Gateway {
+export interface GatewayOptions {
+  /**
+   * Embedded mode runs the workers' processors in this process (in-process queue). In cluster
+   * mode the gateway only enqueues, to BullMQ, and `npm run worker` processes run the jobs.
+   */
+  processors?: Readonly<Record<string, JobProcessor>>;
+}
+
+export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}): Gateway {
   assertNativeUws();
   const config = core.config;
   const app = uWS.App();
@@ -67,9 +76,14 @@ export function createGateway(core: Core, log: Logger): Gateway {
   realtime.use(createPresenceExtension(presence, realtime.broadcaster, { log: presenceLog }));
   realtime.use(createDocsExtension(new DocStore({ db: core.db }), realtime.broadcaster));
 
+  const deadLetters = new DeadLetterStore({ db: core.db, commits: core.commits });
+  const jobs = createJobQueue(config, { deadLetters, log, closeGraceMs: config.realtime.drainMs });
+  // Embedded mode without processors has nobody to run jobs: enqueueing would only pile them up.
+  const dispatchesJobs = Boolean(redisUrl) || opts.processors !== undefined;
   const relay = new EventRelay({
     db: core.db,
     sink: stream.sink,
+    ...(dispatchesJobs ? { dispatch: jobDispatcher(jobs) } : {}),
     leases: redis ? new RedisLeaseStore(redis.pub) : new LocalLeaseStore(),
     nodeId: config.realtime.nodeId,
     partitions: config.realtime.relay.partitions,
@@ -107,7 +121,7 @@ export function createGateway(core: Core, log: Logger): Gateway {
   }
 
   const pipeline = createPipeline(core.tokens, log);
-  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core)], pipeline, {
+  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...adminJobRoutes({ deadLetters, queue: jobs })], pipeline, {
     maxBodyBytes: config.limits.maxBodyBytes,
     log,
     inflight,
@@ -117,6 +131,7 @@ export function createGateway(core: Core, log: Logger): Gateway {
   return {
     realtime,
     async listen(host, port) {
+      if (!redisUrl && opts.processors) await jobs.work(opts.processors);
       await relay.start();
       await presence.start();
       return new Promise((resolve, reject) => {
@@ -138,6 +153,7 @@ export function createGateway(core: Core, log: Logger): Gateway {
       while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       unsubscribeCommits();
       await relay.stop();
+      await jobs.close();
       await realtime.close();
       await presence.close();
       await Promise.allSettled(Object.values(redis ?? {}).map((client) => client.quit()));

@@ -43,14 +43,16 @@ async function tokenCommand(config: Config, argv: string[]): Promise<void> {
 
 async function startCommand(config: Config): Promise<void> {
   // Loaded here, not at the top: `aeterna token` should not pay for PGlite, uWS and socket.io.
-  const [{ openCore }, { createLogger }, { createGateway }] = await Promise.all([
+  const [{ openCore }, { createLogger }, { createGateway }, { createProcessors }] = await Promise.all([
     import('../src/core.js'),
     import('../src/obs/index.js'),
     import('./app.js'),
+    import('../workers/processors/index.js'),
   ]);
   const log = createLogger(config.logLevel);
   const core = await openCore(config, log);
-  const gateway = createGateway(core, log);
+  // Embedded mode has no worker processes: this process runs the jobs itself.
+  const gateway = createGateway(core, log, config.redisUrl ? {} : { processors: createProcessors({ core, log }) });
   const port = await gateway.listen(config.host, config.port);
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   process.stdout.write(

@@ -7,18 +7,31 @@ import {
   CLIENT_EVENTS,
   LAYERS,
   SERVER_EVENTS,
+  TOPICS,
   subscribeSchema,
   type EventEnvelope,
   type Layer,
   type ResyncRequired,
   type SubscribeInput,
   type SubscribeResult,
+  type Topic,
 } from '../../src/protocol/index.js';
-import { isValidId, requirePermission, type TenantContext } from '../../src/tenancy/index.js';
+import { hasPermission, isValidId, requirePermission, type Permission, type TenantContext } from '../../src/tenancy/index.js';
 import { Rooms, type Broadcaster, type Connection, type RealtimeExtension } from './types.js';
 
-/** The rooms a memory event is delivered to: its exact scope and its layer's catch-all. */
+/** Tenant-wide event types and the topic room each goes to. */
+const TOPIC_OF_EVENT: Readonly<Record<string, Topic>> = { 'graph.changed': 'graph', 'job.failed': 'jobs' };
+
+/** Reading a topic needs what reading its source needs: jobs are an admin's concern. */
+const TOPIC_PERMISSION: Readonly<Record<Topic, Permission>> = { graph: 'memory:read', jobs: 'jobs:manage' };
+
+/**
+ * The rooms an event is delivered to: a topic's room for tenant-wide events, else the memory's
+ * exact scope and its layer's catch-all.
+ */
 export function roomsOfEvent(event: EventEnvelope): string[] {
+  const topic = TOPIC_OF_EVENT[event.type];
+  if (topic !== undefined) return [Rooms.topic(event.tenantId, topic)];
   const data = event.data as { memory?: { layer: string; scopeId: string }; layer?: string; scopeId?: string };
   const layer = data.memory?.layer ?? data.layer;
   const scopeId = data.memory?.scopeId ?? data.scopeId;
@@ -26,7 +39,7 @@ export function roomsOfEvent(event: EventEnvelope): string[] {
   return [Rooms.layer(event.tenantId, layer, scopeId), Rooms.layerAll(event.tenantId, layer)];
 }
 
-const ROOM_PATTERN = /^t:([^:]+):(layer|session|doc):(.+)$/;
+const ROOM_PATTERN = /^t:([^:]+):(layer|session|doc|topic):(.+)$/;
 
 /**
  * Checks a client-named room: it must be one of the documented shapes, of the caller's own tenant,
@@ -37,6 +50,11 @@ export function authorizeRoom(ctx: TenantContext, room: string): string {
   const match = ROOM_PATTERN.exec(room);
   if (!match || match[1] !== ctx.tenantId) throw forbidden();
   const [, , kind, rest = ''] = match;
+  if (kind === 'topic') {
+    const topic = TOPICS.find((t) => t === rest);
+    if (topic === undefined || !hasPermission(ctx, TOPIC_PERMISSION[topic])) throw forbidden();
+    return room;
+  }
   if (kind === 'session' || kind === 'doc') {
     if (!isValidId(rest)) throw forbidden();
     return room;
@@ -90,6 +108,7 @@ export function createMemoryStreamExtension(opts: StreamOptions): RealtimeExtens
         rooms.add(s.scopeId === undefined ? Rooms.layerAll(ctx.tenantId, s.layer) : Rooms.layer(ctx.tenantId, s.layer, s.scopeId));
       }
     }
+    for (const topic of input.topics ?? []) rooms.add(authorizeRoom(ctx, Rooms.topic(ctx.tenantId, topic)));
     for (const room of input.rooms ?? []) rooms.add(authorizeRoom(ctx, room));
     const mine = subscriptions.get(conn.id) ?? new Set<string>();
     for (const room of rooms) mine.add(room);

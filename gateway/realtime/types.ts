@@ -51,4 +51,6 @@ export const Rooms = {
   /** Every scope of a layer. `*` cannot occur in ids, so it never collides with a scope. */
   layerAll: (tenantId: string, layer: string) => `t:${tenantId}:layer:${layer}:*`,
   doc: (tenantId: string, docId: string) => `t:${tenantId}:doc:${docId}`,
+  /** Tenant-wide streams that belong to no scope: worker results (`graph`) and job failures (`jobs`). */
+  topic: (tenantId: string, topic: string) => `t:${tenantId}:topic:${topic}`,
 };

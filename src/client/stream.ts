@@ -6,6 +6,7 @@ import {
   type ResyncRequired,
   type ScopeFields,
   type SubscribeResult,
+  type Topic,
 } from '../protocol/index.js';
 import { isRecord, isTransient } from './ack.js';
 
@@ -19,6 +20,8 @@ export interface SubscribeOptions {
   layers?: Layer[];
   /** Scope ids narrowing `layers` (`projectId`, `teamId`, …), as in REST. */
   scopes?: ScopeFields;
+  /** Tenant-wide topics: `graph` for graph.changed, `jobs` for job.failed (admins). */
+  topics?: Topic[];
   /** Explicit room names (`t:{tenant}:layer:{layer}:{scope}`, …). */
   rooms?: string[];
   /** Start after this position (e.g. one saved by an earlier process) instead of at the head. */
@@ -177,8 +180,8 @@ export class MemoryStream implements Subscription {
     this.skipNextResync = false;
     const since = this.last ?? undefined;
     const epoch = this.epoch ?? undefined;
-    const { layers, scopes, rooms } = this.options;
-    const result = await this.link.call<SubscribeResult>(CLIENT_EVENTS.subscribe, { layers, scopes, rooms, since, epoch });
+    const { layers, scopes, topics, rooms } = this.options;
+    const result = await this.link.call<SubscribeResult>(CLIENT_EVENTS.subscribe, { layers, scopes, topics, rooms, since, epoch });
     if (this.stopped || generation !== this.generation) return;
     this.retries = 0;
     this.applyAck(result, generation, since, epoch);

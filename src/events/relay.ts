@@ -21,6 +21,12 @@ export interface EventRelayOptions {
   /** Events read per query while catching up. */
   batchSize: number;
   log: (level: 'info' | 'warn' | 'error', msg: string, err?: unknown) => void;
+  /**
+   * Hands each delivered page to the job queue. Awaited before the cursor moves: if it throws,
+   * the next tick re-reads the same events (clients drop the repeated delivery by seq, and job
+   * ids are event ids, so what was already enqueued is not enqueued twice).
+   */
+  dispatch?: (tenantId: string, events: readonly EventEnvelope[]) => Promise<void>;
 }
 
 /** FNV-1a: stable across processes and versions, which the partition map must be. */
@@ -158,19 +164,24 @@ export class EventRelay {
     // Unknown here after adoption means the tenant's first events came after we took over.
     let cursor = this.cursors.get(tenantId) ?? 0;
     const start = cursor;
-    for (;;) {
-      if (this.stopped || !this.owned.has(partitionOf(tenantId, this.opts.partitions))) break;
-      const from: number = cursor;
-      const page: { events: EventEnvelope[] } = await this.opts.db.withTenant(tenantId, (sql) => EventLog.read(sql, tenantId, from, this.opts.batchSize));
-      if (page.events.length === 0) break;
-      this.opts.sink.deliver(tenantId, page.events);
-      cursor = (page.events[page.events.length - 1] as EventEnvelope).seq;
-      this.cursors.set(tenantId, cursor);
-      if (page.events.length < this.opts.batchSize) break;
-    }
-    if (cursor > start) {
-      const done = cursor;
-      await this.opts.db.withTenant(tenantId, (sql) => EventLog.markRelayed(sql, tenantId, done));
+    try {
+      for (;;) {
+        if (this.stopped || !this.owned.has(partitionOf(tenantId, this.opts.partitions))) break;
+        const from: number = cursor;
+        const page: { events: EventEnvelope[] } = await this.opts.db.withTenant(tenantId, (sql) => EventLog.read(sql, tenantId, from, this.opts.batchSize));
+        if (page.events.length === 0) break;
+        this.opts.sink.deliver(tenantId, page.events);
+        await this.opts.dispatch?.(tenantId, page.events);
+        cursor = (page.events[page.events.length - 1] as EventEnvelope).seq;
+        this.cursors.set(tenantId, cursor);
+        if (page.events.length < this.opts.batchSize) break;
+      }
+    } finally {
+      // Pages that went out before a failed one stay done, here and for the next owner.
+      if (cursor > start) {
+        const done = cursor;
+        await this.opts.db.withTenant(tenantId, (sql) => EventLog.markRelayed(sql, tenantId, done));
+      }
     }
   }
 }

@@ -167,4 +167,8 @@ export const EVENT_TYPES = {
   memoryUpdated: 'memory.updated',
   memoryDeleted: 'memory.deleted',
   memoryFeedback: 'memory.feedback',
+  /** A worker changed the knowledge graph (topic `graph`). */
+  graphChanged: 'graph.changed',
+  /** A job exhausted its retries and was dead-lettered (topic `jobs`). */
+  jobFailed: 'job.failed',
 } as const;

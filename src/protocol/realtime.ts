@@ -105,12 +105,18 @@ export interface PresenceMember {
   updatedAt: string;
 }
 
+/** Tenant-wide event streams a client can subscribe to, beside its layers. */
+export const TOPICS = ['graph', 'jobs'] as const;
+export type Topic = (typeof TOPICS)[number];
+
 export const subscribeSchema = z
   .object({
     layers: z.array(z.enum(LAYERS)).min(1).max(LAYERS.length).optional(),
     /** Scope ids narrowing layers, as in REST (`projectId`, `teamId`, …). */
     scopes: scopeFieldsSchema.strict().optional(),
-    /** Explicit room names (`t:{tenant}:layer:{layer}:{scope}`, `t:{tenant}:session:{id}`, `t:{tenant}:doc:{id}`). */
+    /** Tenant-wide topics: `graph` (graph.changed), `jobs` (job.failed). */
+    topics: z.array(z.enum(TOPICS)).min(1).max(TOPICS.length).optional(),
+    /** Explicit room names (`t:{tenant}:layer:{layer}:{scope}`, `t:{tenant}:session:{id}`, `t:{tenant}:doc:{id}`, `t:{tenant}:topic:{topic}`). */
     rooms: z.array(z.string().max(300)).max(100).optional(),
     /** The last seq this client saw: the gap after it is replayed before live events. */
     since: z.number().int().min(0).optional(),
@@ -118,7 +124,7 @@ export const subscribeSchema = z
     epoch: z.string().max(100).optional(),
   })
   .strict()
-  .refine((s) => s.layers !== undefined || s.rooms !== undefined, { message: 'give layers or rooms' });
+  .refine((s) => s.layers !== undefined || s.rooms !== undefined || s.topics !== undefined, { message: 'give layers, topics or rooms' });
 export type SubscribeInput = z.infer<typeof subscribeSchema>;
 
 export interface SubscribeResult {

@@ -1,0 +1,14 @@
+import type { Core } from '../../src/core.js';
+import type { JobProcessor } from '../../src/jobs/index.js';
+import type { Logger } from '../../src/obs/index.js';
+
+/** What processors are built from; one process's worth, shared by every kind. */
+export interface ProcessorDeps {
+  core: Core;
+  log: Logger;
+}
+
+/** Every job kind this build can run, by kind. A kind without a processor waits in its queue. */
+export function createProcessors(_deps: ProcessorDeps): Record<string, JobProcessor> {
+  return {};
+}
