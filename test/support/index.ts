@@ -3,3 +3,5 @@ export { testRedisUrl, testDatabaseUrl, servicesRequired, requireService, REDIS_
 export type { ServiceName } from './env.js';
 export { startServices, createTestDatabase, REDIS_LABEL, POSTGRES_LABEL } from './services.js';
 export type { RunningServices, StartServicesOptions, TestDatabase } from './services.js';
+export { startLlmServer, chatCompletion, type LlmServer, type LlmReply, type LlmHandler, type RecordedLlmRequest, type ChatRequestBody } from './llm-server.js';
+export { startTestS3, type TestS3 } from './s3.js';
