@@ -2,15 +2,18 @@ import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
 import type { Core } from '../src/core.js';
 import { DocStore } from '../src/docs/index.js';
+import { GraphApi } from '../src/graph/index.js';
 import { COMMITS_CHANNEL, EventRelay, LocalLeaseStore, RedisLeaseStore } from '../src/events/index.js';
 import { DeadLetterStore, createJobQueue, jobDispatcher, type JobProcessor } from '../src/jobs/index.js';
 import type { Logger } from '../src/obs/index.js';
 import { MemoryPresenceRegistry, RedisPresenceRegistry, type PresenceRegistry } from '../src/presence/index.js';
 import { createPipeline } from './http/pipeline.js';
 import { adminJobRoutes } from './http/admin-routes.js';
+import { graphRoutes } from './http/graph-routes.js';
 import { healthRoutes, memoryRoutes } from './http/routes.js';
 import { mountRoutes } from './http/uws.js';
 import { createDocsExtension } from './realtime/docs.js';
+import { createGraphExtension } from './realtime/graph.js';
 import { createMemoryStreamExtension } from './realtime/memory-stream.js';
 import { createPresenceExtension } from './realtime/presence.js';
 import { createRealtime, type Realtime } from './realtime/server.js';
@@ -75,6 +78,8 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
     : new MemoryPresenceRegistry({ nodeId });
   realtime.use(createPresenceExtension(presence, realtime.broadcaster, { log: presenceLog }));
   realtime.use(createDocsExtension(new DocStore({ db: core.db }), realtime.broadcaster));
+  const graphApi = new GraphApi(core.graph, core.snapshots);
+  realtime.use(createGraphExtension(graphApi));
 
   const deadLetters = new DeadLetterStore({ db: core.db, commits: core.commits });
   const jobs = createJobQueue(config, { deadLetters, log, closeGraceMs: config.realtime.drainMs });
@@ -121,7 +126,7 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   }
 
   const pipeline = createPipeline(core.tokens, log);
-  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...adminJobRoutes({ deadLetters, queue: jobs })], pipeline, {
+  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...graphRoutes(graphApi), ...adminJobRoutes({ deadLetters, queue: jobs })], pipeline, {
     maxBodyBytes: config.limits.maxBodyBytes,
     log,
     inflight,

@@ -1,6 +1,10 @@
+import os from 'node:os';
+import path from 'node:path';
 import type { Config } from './config.js';
 import { createEmbeddingService, type EmbeddingService } from './embed/index.js';
+import { createLlm, type Llm } from './cca/index.js';
 import { CommitSignal } from './events/index.js';
+import { GraphSnapshotter, GraphStore, createSnapshotStore } from './graph/index.js';
 import { MemoryService } from './memory/index.js';
 import type { Logger } from './obs/index.js';
 import { openDb, type Db } from './store/index.js';
@@ -14,6 +18,11 @@ export interface Core {
   readonly embeddings: EmbeddingService;
   readonly vectors: VectorIndex;
   readonly memory: MemoryService;
+  /** This process's projection of the knowledge graph (the log in the database is the truth). */
+  readonly graph: GraphStore;
+  readonly snapshots: GraphSnapshotter;
+  /** The configured chat model, if any (AETERNA_LLM_URL). */
+  readonly llm: Llm | undefined;
   /** Fires after each committed write: the relay's cue to read the log. */
   readonly commits: CommitSignal;
   readonly tokens: TokenVerifier;
@@ -45,8 +54,21 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     throw err;
   }
   const vectors = createVectorIndex(db.capabilities, embeddings.dims);
-  log.info({ db: db.kind, vectors: vectors.name, embedder: embeddings.model }, 'core ready');
   const commits = new CommitSignal();
+  const snapshots = new GraphSnapshotter({
+    store: createSnapshotStore(config.graph.snapshots),
+    tmpDir: path.join(os.tmpdir(), `aeterna-snapshots-${process.pid}`),
+    log,
+  });
+  let graph: GraphStore;
+  try {
+    graph = await GraphStore.open({ db, config: config.graph, log, commits, snapshots, embeddings });
+  } catch (err) {
+    await Promise.allSettled([db.close(), embeddings.close()]);
+    throw err;
+  }
+  const llm = createLlm(config.llm);
+  log.info({ db: db.kind, vectors: vectors.name, embedder: embeddings.model, graph: config.graph.duckdbPath, llm: llm?.model ?? null }, 'core ready');
   const memory = new MemoryService({
     commits,
     db,
@@ -62,10 +84,14 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     embeddings,
     vectors,
     memory,
+    graph,
+    snapshots,
+    llm,
     commits,
     tokens,
     signingSecret,
     async close() {
+      await graph.close();
       await Promise.allSettled([db.close(), embeddings.close()]);
     },
   };

@@ -4,35 +4,8 @@
  * and queries) and the snapshotter (which copies the tables to and from Parquet).
  */
 
-/** A node as stored. Times are ISO strings on the wire; `validTo`/`deletedAt` null while live. */
-export interface GraphNode {
-  id: string;
-  tenantId: string;
-  label: string;
-  kind: string;
-  properties: Record<string, unknown>;
-  /** The memory that first produced it (null when written directly through the API). */
-  sourceMemoryId: string | null;
-  validFrom: string;
-  validTo: string | null;
-  createdAt: string;
-  deletedAt: string | null;
-}
-
-export interface GraphEdge {
-  id: string;
-  tenantId: string;
-  source: string;
-  target: string;
-  relation: string;
-  weight: number;
-  properties: Record<string, unknown>;
-  sourceMemoryId: string | null;
-  validFrom: string;
-  validTo: string | null;
-  createdAt: string;
-  deletedAt: string | null;
-}
+// Nodes and edges are wire shapes too, so they live in the protocol; re-exported here for the graph's own code.
+export type { GraphEdge, GraphNode } from '../protocol/index.js';
 
 /**
  * One operation in a `graph_events` batch. Every time in an op is fixed when the batch is written,

@@ -196,6 +196,20 @@ export class MemoryService {
     });
   }
 
+  /**
+   * Where a memory stands now, for workers acting on an older event of it: its current version,
+   * or null once it is deleted (or never existed). A system read: no roles, no access count.
+   */
+  async currentVersion(tenantId: string, id: string): Promise<number | null> {
+    return this.opts.db.withTenant(tenantId, async (sql) => {
+      const res = await sql.query<{ version: number }>('SELECT version FROM memories WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL', [
+        id,
+        tenantId,
+      ]);
+      return res.rows[0]?.version ?? null;
+    });
+  }
+
   async list(ctx: TenantContext, raw: unknown): Promise<ListResult> {
     requirePermission(ctx, 'memory:read');
     const input = parseInput(listMemoriesSchema, raw, 'list query');

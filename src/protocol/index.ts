@@ -10,3 +10,4 @@ export { describeZodError, parseInput } from './validation.js';
 export * from './memory.js';
 export * from './realtime.js';
 export { Decoder as MsgpackDecoder, Encoder as MsgpackEncoder, MsgpackParserError, decodePacket, msgpackParser } from './msgpack-parser.js';
+export * from './graph.js';

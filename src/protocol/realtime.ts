@@ -33,6 +33,15 @@ export const CLIENT_EVENTS = {
   docUpdate: 'doc.update',
   docAwareness: 'doc.awareness',
   docClose: 'doc.close',
+  graphNode: 'graph.node',
+  graphNeighbors: 'graph.neighbors',
+  graphPath: 'graph.path',
+  graphRelated: 'graph.related',
+  graphSearch: 'graph.search',
+  graphUpsertNode: 'graph.upsertNode',
+  graphUpsertEdge: 'graph.upsertEdge',
+  /** Admin: write a snapshot of the tenant's graph now. */
+  graphSnapshot: 'graph.snapshot',
 } as const;
 
 /** Server → client events besides the memory event types of EVENT_TYPES. */

@@ -1,5 +1,6 @@
 import { io as connectSocket, type Socket } from 'socket.io-client';
 import { createGateway, type Gateway } from '../../gateway/app.js';
+import { createProcessors } from '../../workers/processors/index.js';
 import { createLogger } from '../../src/obs/index.js';
 import { SOCKET_PATHS, msgpackParser } from '../../src/protocol/index.js';
 import { openTestCore, type TestCore } from './backends.js';
@@ -13,9 +14,15 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-export async function startTestGateway(env: Record<string, string> = {}): Promise<TestGateway> {
+export interface TestGatewayOptions {
+  /** Run the workers' processors in-process, as `npm start` does in embedded mode. */
+  jobs?: boolean;
+}
+
+export async function startTestGateway(env: Record<string, string> = {}, opts: TestGatewayOptions = {}): Promise<TestGateway> {
   const t = await openTestCore('pglite', env);
-  const gateway = createGateway(t.core, createLogger('silent'));
+  const log = createLogger('silent');
+  const gateway = createGateway(t.core, log, opts.jobs ? { processors: createProcessors({ core: t.core, log }) } : {});
   const port = await gateway.listen('127.0.0.1', 0);
   return {
     t,

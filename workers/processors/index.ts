@@ -1,6 +1,7 @@
 import type { Core } from '../../src/core.js';
 import type { JobProcessor } from '../../src/jobs/index.js';
 import type { Logger } from '../../src/obs/index.js';
+import { graphProcessors } from './graph.js';
 
 /** What processors are built from; one process's worth, shared by every kind. */
 export interface ProcessorDeps {
@@ -9,6 +10,6 @@ export interface ProcessorDeps {
 }
 
 /** Every job kind this build can run, by kind. A kind without a processor waits in its queue. */
-export function createProcessors(_deps: ProcessorDeps): Record<string, JobProcessor> {
-  return {};
+export function createProcessors(deps: ProcessorDeps): Record<string, JobProcessor> {
+  return { ...graphProcessors(deps) };
 }
