@@ -2,6 +2,7 @@ import type { Core } from '../../src/core.js';
 import {
   createExtractor,
   extractionToOps,
+  snapshotGraph,
   invalidateOps,
   supersededEdges,
   type Extractor,
@@ -41,6 +42,26 @@ export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobPro
   const graph: GraphStore = core.graph;
   const extractor = deps.extractor ?? createExtractor(core.config.graph, core.llm);
 
+  /**
+   * Every `snapshotEvery` graph batches of a tenant, the process that wrote the batch purges what
+   * is past retention and writes a snapshot (a full one every tenth time, deltas between), so a
+   * cold process loads a snapshot and a short log tail. Seqs are gap-free, so exactly one write
+   * lands on each multiple. Maintenance failing must not fail the job: the next multiple retries.
+   */
+  async function maintain(tenantId: string, seq: number): Promise<void> {
+    const every = core.config.graph.snapshotEvery;
+    if (every === 0 || seq === 0 || seq % every !== 0) return;
+    try {
+      await graph.purgeExpired(tenantId);
+      const kind = (seq / every) % 10 === 0 ? 'full' : 'delta';
+      const manifest = await snapshotGraph(graph, core.snapshots, tenantId, kind);
+      await core.snapshots.prune(tenantId);
+      log.info({ tenantId, seq: manifest.seq, kind: manifest.kind }, 'graph snapshot written');
+    } catch (err) {
+      log.warn({ err, tenantId, seq }, 'graph maintenance failed; the next snapshot point retries');
+    }
+  }
+
   async function extract(job: JobContext): Promise<void> {
     const memory = memoryOf(job);
     const current = await core.memory.currentVersion(job.tenantId, memory.id);
@@ -56,10 +77,11 @@ export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobPro
       drafts.push(...invalidateOps(superseded.invalidate, new Date().toISOString()));
     }
     if (drafts.length === 0) return;
-    await graph.write({ tenantId: job.tenantId, actor: JOBS_ACTOR }, drafts, {
+    const written = await graph.write({ tenantId: job.tenantId, actor: JOBS_ACTOR }, drafts, {
       jobKey: `${job.kind}:${job.id}`,
       sourceMemory: { id: memory.id, layer: memory.layer, scopeId: memory.scopeId },
     });
+    if (written.applied) await maintain(job.tenantId, written.seq);
     // The memory may have been deleted while we extracted, and its cascade may already have run:
     // cascade again so nothing it alone produced outlives it.
     if ((await core.memory.currentVersion(job.tenantId, memory.id)) === null) {
@@ -71,7 +93,8 @@ export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobPro
   async function cascade(job: JobContext): Promise<void> {
     const id = (job.event.data as MemoryEventData | null)?.id;
     if (typeof id !== 'string') throw new AeternaError('INVALID_ARGUMENT', `memory.deleted event ${job.event.id} carries no id`);
-    await graph.cascadeMemory(job.tenantId, id, `${job.kind}:${job.id}`);
+    const written = await graph.cascadeMemory(job.tenantId, id, `${job.kind}:${job.id}`);
+    if (written.applied) await maintain(job.tenantId, written.seq);
   }
 
   return { 'graph.extract': extract, 'graph.cascade': cascade };
