@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,45 +8,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BULLMQ_PREFIX, BullMqJobQueue, PendingJobs } from '../../src/jobs/index.js';
 import { createLogger } from '../../src/obs/index.js';
 import { TEST_JWT_SECRET } from '../support/backends.js';
-import { until } from '../support/gateway.js';
 import { createTestDatabase, requireService, type TestDatabase } from '../support/index.js';
+import { killAllNodes, spawnWorker, workerReady, type WorkerNode } from '../support/nodes.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SLOW_WORKER = path.join(ROOT, 'test/e2e/fixtures/slow-worker.ts');
-const WORKER_MAIN = path.join(ROOT, 'workers/main.ts');
-
-interface WorkerChild {
-  child: ChildProcess;
-  pid: number;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
-const children = new Set<ChildProcess>();
-
-/** A worker process run through tsx's loader, as `npm run worker` runs one. */
-function spawnWorker(script: string, env: Record<string, string>): WorkerChild {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
-    cwd: ROOT,
-    env: { ...process.env, AETERNA_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let out = '';
-  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, pid: child.pid as number, output: () => out, exited };
-}
-
-async function ready(worker: WorkerChild): Promise<void> {
-  await until(() => /worker ready/.test(worker.output()) || worker.child.exitCode !== null, 'a worker to start', 60_000);
-  if (!/worker ready/.test(worker.output())) throw new Error(`worker exited before it was ready:\n${worker.output()}`);
-}
 
 describe('the worker process without cluster mode', () => {
   it('refuses to start and says why', async () => {
-    const worker = spawnWorker(WORKER_MAIN, { AETERNA_REDIS_URL: '', AETERNA_DATABASE_URL: '' });
+    const worker = spawnWorker({ AETERNA_REDIS_URL: '', AETERNA_DATABASE_URL: '' });
     expect(await worker.exited).toBe(2);
     expect(worker.output()).toMatch(/workers need cluster mode: set AETERNA_REDIS_URL/);
   });
@@ -63,7 +32,7 @@ describe.skipIf(!pgUrl || !redisUrl)('two worker processes on real Redis and Pos
   let db: pg.Client;
   let redis: Redis;
   let producer: BullMqJobQueue;
-  const workers: WorkerChild[] = [];
+  const workers: WorkerNode[] = [];
 
   beforeAll(async () => {
     database = await createTestDatabase(pgUrl as string);
@@ -85,9 +54,9 @@ describe.skipIf(!pgUrl || !redisUrl)('two worker processes on real Redis and Pos
     };
     // One at a time: both would run the migrations, and the second waits on the first's lock anyway.
     for (let i = 0; i < 2; i++) {
-      const worker = spawnWorker(SLOW_WORKER, env);
+      const worker = spawnWorker(env, SLOW_WORKER);
       workers.push(worker);
-      await ready(worker);
+      await workerReady(worker);
     }
     producer = new BullMqJobQueue({
       redisUrl: redisUrl as string,
@@ -99,7 +68,7 @@ describe.skipIf(!pgUrl || !redisUrl)('two worker processes on real Redis and Pos
   });
 
   afterAll(async () => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    killAllNodes();
     await producer?.close();
     if (redis) {
       const queue = new Queue(kind, { connection: redis, prefix: BULLMQ_PREFIX });
@@ -144,7 +113,7 @@ describe.skipIf(!pgUrl || !redisUrl)('two worker processes on real Redis and Pos
   });
 
   it('finishes the running job on SIGTERM and exits 0', async () => {
-    const survivor = workers.find((w) => w.child.exitCode === null && w.child.signalCode === null) as WorkerChild;
+    const survivor = workers.find((w) => w.child.exitCode === null && w.child.signalCode === null) as WorkerNode;
     const id = randomUUID();
     await producer.enqueue([{ kind, id, tenantId: tenant, event: { id, seq: 2, type: 'memory.added', data: {} } }]);
     await waitForRows('SELECT 1 FROM slow_starts WHERE job_id = $1', [id], 1, 'the job to start');

@@ -61,7 +61,44 @@ export function startNode(env: Record<string, string>, timeoutMs = 60_000): Prom
   });
 }
 
-/** Kills every node a test file started and left running (by PID, never by name). */
+export const WORKER_MAIN = path.join(ROOT, 'workers/main.ts');
+
+/** A worker process (or a test's own worker script) run through tsx's loader, as `npm run worker` runs one. */
+export interface WorkerNode {
+  child: ChildProcess;
+  pid: number;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+export function spawnWorker(env: Record<string, string>, script = WORKER_MAIN): WorkerNode {
+  // `node --import tsx`, not the tsx CLI: the CLI runs the script in a child, and a kill -9 would
+  // hit only the wrapper.
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    cwd: ROOT,
+    env: { ...process.env, AETERNA_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  child.on('exit', () => running.delete(child));
+  let out = '';
+  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, pid: child.pid as number, output: () => out, exited };
+}
+
+/** Resolves once the worker printed its ready line; rejects with its output if it exits first. */
+export async function workerReady(worker: WorkerNode, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!/worker ready/.test(worker.output())) {
+    if (worker.child.exitCode !== null) throw new Error(`worker exited before it was ready:\n${worker.output()}`);
+    if (Date.now() > deadline) throw new Error(`worker not ready within ${timeoutMs} ms:\n${worker.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Kills every gateway and worker a test file started and left running (by PID, never by name). */
 export function killAllNodes(): void {
   for (const child of running) if (child.exitCode === null) child.kill('SIGKILL');
 }
