@@ -18,10 +18,11 @@ export interface GatewayNode {
 
 const running = new Set<ChildProcess>();
 
-export function startNode(env: Record<string, string>, timeoutMs = 60_000): Promise<GatewayNode> {
-  const child = spawn(process.execPath, [BIN, 'start'], {
+/** A child process of this test file, its output collected, killed by killAllNodes if left running. */
+function spawnTracked(args: string[], env: Record<string, string>): { child: ChildProcess; output(): string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
-    env: { ...process.env, AETERNA_PORT: '0', AETERNA_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, AETERNA_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(child);
@@ -30,17 +31,22 @@ export function startNode(env: Record<string, string>, timeoutMs = 60_000): Prom
   child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+export function startNode(env: Record<string, string>, timeoutMs = 60_000): Promise<GatewayNode> {
+  const { child, output, exited } = spawnTracked([BIN, 'start'], { AETERNA_PORT: '0', ...env });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const timer = setTimeout(() => reject(new Error(`no banner within ${timeoutMs} ms:\n${output()}`)), timeoutMs);
     const poll = setInterval(() => {
-      const match = /listening on (http:\/\/\S+)/.exec(out);
+      const match = /listening on (http:\/\/\S+)/.exec(output());
       if (!match?.[1]) return;
       clearTimeout(timer);
       clearInterval(poll);
       resolve({
         child,
         url: match[1],
-        output: () => out,
+        output,
         async stop() {
           const began = Date.now();
           if (child.exitCode === null) child.kill('SIGTERM');
@@ -56,7 +62,7 @@ export function startNode(env: Record<string, string>, timeoutMs = 60_000): Prom
     void exited.then((code) => {
       clearTimeout(timer);
       clearInterval(poll);
-      reject(new Error(`exited with ${code} before listening:\n${out}`));
+      reject(new Error(`exited with ${code} before listening:\n${output()}`));
     });
   });
 }
@@ -74,18 +80,8 @@ export interface WorkerNode {
 export function spawnWorker(env: Record<string, string>, script = WORKER_MAIN): WorkerNode {
   // `node --import tsx`, not the tsx CLI: the CLI runs the script in a child, and a kill -9 would
   // hit only the wrapper.
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
-    cwd: ROOT,
-    env: { ...process.env, AETERNA_LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  running.add(child);
-  child.on('exit', () => running.delete(child));
-  let out = '';
-  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, pid: child.pid as number, output: () => out, exited };
+  const tracked = spawnTracked(['--import', 'tsx', script], env);
+  return { ...tracked, pid: tracked.child.pid as number };
 }
 
 /** Resolves once the worker printed its ready line; rejects with its output if it exits first. */
