@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { DOUBLE, DuckDBInstance, FLOAT, LIST, VARCHAR, listValue, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
+import { DOUBLE, DuckDBInstance, FLOAT, LIST, TIMESTAMPTZ, VARCHAR, listValue, timestampTZValue, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 
 /**
  * A parameter with its DuckDB type spelled out. The client infers a list's type from its first
@@ -43,6 +43,11 @@ export const doubles = (values: readonly number[]): Typed => new Typed(listValue
 export const vectors = (values: readonly Float32Array[]): Typed =>
   new Typed(listValue(values.map((v) => listValue(Array.from(v)))), LIST(LIST(FLOAT)));
 export const floats = (value: Float32Array): Typed => new Typed(listValue(Array.from(value)), LIST(FLOAT));
+/**
+ * An ISO time as a TIMESTAMPTZ parameter. Comparing columns with a text parameter cast in SQL
+ * costs a cast per row on a scan (measured: ~15 ms more over 1M edges).
+ */
+export const instant = (iso: string): Typed => new Typed(timestampTZValue(BigInt(Date.parse(iso)) * 1000n), TIMESTAMPTZ);
 
 /**
  * `column IN (…)` over many ids. Up to INDEX_LOOKUP_MAX ids become one bound parameter each, which

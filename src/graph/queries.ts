@@ -1,5 +1,5 @@
 import type { GraphNodeResult, GraphSearchMatch, GraphSearchResult } from '../protocol/index.js';
-import { duckRows, type DuckParams } from './duck.js';
+import { duckRows, instant, type DuckParams } from './duck.js';
 import { NODE_COLUMNS, columnsOf, toNode, visibleAt, type NodeRow } from './rows.js';
 import { requireNode, type View } from './traverse.js';
 
@@ -8,7 +8,7 @@ const EDGE_ENDS = 'id, tenant_id, source, target, valid_from, valid_to, created_
 /** The node with its visible incident edges counted (the index lookup as in `expand`). */
 export async function nodeWithDegree(view: View, id: string): Promise<GraphNodeResult> {
   const node = await requireNode(view, id);
-  const params: DuckParams = { tenant: view.tenantId, at: view.at, id };
+  const params: DuckParams = { tenant: view.tenantId, at: instant(view.at), id };
   const [row] = await duckRows<{ out_degree: bigint; in_degree: bigint; total: bigint }>(
     view.conn,
     `WITH cand AS MATERIALIZED (
@@ -32,7 +32,7 @@ const MATCH_BY_RANK: Record<number, GraphSearchMatch> = { 4: 'exact', 3: 'prefix
  * pattern to escape).
  */
 export async function textSearch(view: View, input: { q: string; limit: number; kind?: string | undefined }): Promise<GraphSearchResult> {
-  const params: DuckParams = { tenant: view.tenantId, at: view.at, q: input.q, limit: input.limit };
+  const params: DuckParams = { tenant: view.tenantId, at: instant(view.at), q: input.q, limit: input.limit };
   const kindFilter = input.kind === undefined ? '' : 'AND n.kind = $kind';
   if (input.kind !== undefined) params.kind = input.kind;
   const rows = await duckRows<NodeRow & { rank: number }>(

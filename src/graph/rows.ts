@@ -66,10 +66,11 @@ export function toEdge(row: EdgeRow): GraphEdge {
 }
 
 /**
- * The row existed and held at `$at`: created and not yet deleted, and inside its validity. The
- * one predicate serves "as of" and "now" queries alike; the store picks `$at`.
+ * The row existed and held at `$at` (a TIMESTAMPTZ parameter, see `instant`): created and not yet
+ * deleted, and inside its validity. The one predicate serves "as of" and "now" queries alike;
+ * the store picks `$at`.
  */
 export function visibleAt(alias: string): string {
-  return `(${alias}.created_at <= $at::TIMESTAMPTZ AND (${alias}.deleted_at IS NULL OR ${alias}.deleted_at > $at::TIMESTAMPTZ)
-    AND ${alias}.valid_from <= $at::TIMESTAMPTZ AND (${alias}.valid_to IS NULL OR ${alias}.valid_to > $at::TIMESTAMPTZ))`;
+  return `(${alias}.created_at <= $at AND (${alias}.deleted_at IS NULL OR ${alias}.deleted_at > $at)
+    AND ${alias}.valid_from <= $at AND (${alias}.valid_to IS NULL OR ${alias}.valid_to > $at))`;
 }

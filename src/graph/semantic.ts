@@ -1,6 +1,6 @@
 import type { EmbeddingService } from '../embed/index.js';
 import { AeternaError, type GraphSearchResult } from '../protocol/index.js';
-import { duckRows, duckRun, floats, list, vectors, type DuckParams } from './duck.js';
+import { duckRows, duckRun, floats, instant, list, vectors, type DuckParams } from './duck.js';
 import { EMBEDDINGS_TABLE } from './projection.js';
 import { NODE_COLUMNS, columnsOf, toNode, visibleAt, type NodeRow } from './rows.js';
 import type { View } from './traverse.js';
@@ -16,7 +16,7 @@ const EMBED_CHUNK = 256;
 export async function fillEmbeddings(view: View, embeddings: EmbeddingService, kind: string | undefined): Promise<number> {
   let filled = 0;
   for (;;) {
-    const params: DuckParams = { tenant: view.tenantId, at: view.at, model: embeddings.model, limit: EMBED_CHUNK };
+    const params: DuckParams = { tenant: view.tenantId, at: instant(view.at), model: embeddings.model, limit: EMBED_CHUNK };
     if (kind !== undefined) params.kind = kind;
     const missing = await duckRows<{ id: string; label: string }>(
       view.conn,
@@ -54,7 +54,7 @@ export async function semanticSearch(
 ): Promise<GraphSearchResult> {
   const [query] = await embeddings.embed(view.tenantId, [input.q]);
   if (!query) throw new AeternaError('UNAVAILABLE', 'embedder returned no vector');
-  const params: DuckParams = { tenant: view.tenantId, at: view.at, model: embeddings.model, limit: input.limit, query: floats(query) };
+  const params: DuckParams = { tenant: view.tenantId, at: instant(view.at), model: embeddings.model, limit: input.limit, query: floats(query) };
   if (input.kind !== undefined) params.kind = input.kind;
   const rows = await duckRows<NodeRow & { similarity: number }>(
     view.conn,

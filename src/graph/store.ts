@@ -255,7 +255,7 @@ export class GraphStore {
     const input = parseInput(graphUpsertEdgeSchema, raw, 'graph edge');
     const id = input.id ?? edgeIdFor(input.source, input.relation, input.target);
     const result = await this.write(ctx, [{ op: 'edge.upsert', ...input, id }], opts);
-    const [edge] = await this.pool.use((conn) => loadEdges(this.view(conn, ctx.tenantId), [{ id, source: input.source }]));
+    const [edge] = await this.pool.use((conn) => loadEdges(this.view(conn, ctx.tenantId), [{ id, from: input.source }]));
     if (!edge) throw new AeternaError('INTERNAL', `edge ${id} missing after its write`);
     return { edge, seq: result.seq };
   }

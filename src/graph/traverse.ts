@@ -1,6 +1,6 @@
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { AeternaError, type GraphDirection, type GraphEdge, type GraphNode } from '../protocol/index.js';
-import { duckRows, inList, type DuckParams } from './duck.js';
+import { duckRows, inList, instant, type DuckParams } from './duck.js';
 import { EDGE_COLUMNS, NODE_COLUMNS, toEdge, toNode, visibleAt, type EdgeRow, type NodeRow } from './rows.js';
 
 /** Where and when a query looks: one tenant, at one instant (ISO). */
@@ -15,7 +15,6 @@ export interface Step {
   id: string;
   source: string;
   target: string;
-  relation: string;
   weight: number;
   from: string;
   to: string;
@@ -32,24 +31,30 @@ const EDGE_CORE = 'id, tenant_id, source, target, relation, weight, valid_from, 
  */
 export async function expand(view: View, frontier: readonly string[], direction: GraphDirection, relations?: readonly string[]): Promise<Step[]> {
   if (frontier.length === 0) return [];
-  const params: DuckParams = { tenant: view.tenantId, at: view.at };
+  const params: DuckParams = { tenant: view.tenantId, at: instant(view.at) };
   const branches: string[] = [];
   if (direction !== 'in') branches.push(`SELECT ${EDGE_CORE} FROM graph_edges WHERE ${inList('source', frontier, params, 'o')}`);
   if (direction !== 'out') branches.push(`SELECT ${EDGE_CORE} FROM graph_edges WHERE ${inList('target', frontier, params, 'i')}`);
   const relationFilter = relations && relations.length > 0 ? `AND ${inList('c.relation', relations, params, 'r')}` : '';
+  // Only what the walk needs comes back: turning DuckDB values into JS costs ~2-5 µs each, which
+  // on a 10k-edge level outweighs the query itself.
+  // Sorting and de-duplicating (an edge both of whose ends are in the frontier comes back from
+  // both branches) happen here: in SQL they cost more than the lookup itself.
   const rows = await duckRows<Omit<Step, 'from' | 'to'>>(
     view.conn,
     `WITH cand AS MATERIALIZED (${branches.join(' UNION ALL ')})
-     SELECT DISTINCT c.id, c.source, c.target, c.relation, c.weight FROM cand c
-      WHERE c.tenant_id = $tenant AND ${visibleAt('c')} ${relationFilter}
-      ORDER BY c.id`,
+     SELECT c.id, c.source, c.target, c.weight FROM cand c
+      WHERE c.tenant_id = $tenant AND ${visibleAt('c')} ${relationFilter}`,
     params,
   );
+  rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const inFrontier = new Set(frontier);
   const steps: Step[] = [];
+  let previous: string | undefined;
   for (const row of rows) {
     // A self-loop leads nowhere new; degree() counts it separately.
-    if (row.source === row.target) continue;
+    if (row.id === previous || row.source === row.target) continue;
+    previous = row.id;
     const weight = Number(row.weight);
     if (direction !== 'in' && inFrontier.has(row.source)) steps.push({ ...row, weight, from: row.source, to: row.target });
     if (direction !== 'out' && inFrontier.has(row.target)) steps.push({ ...row, weight, from: row.target, to: row.source });
@@ -57,11 +62,28 @@ export async function expand(view: View, frontier: readonly string[], direction:
   return steps;
 }
 
+/**
+ * Which of `ids` may a walk enter. An edge visible at `at` has both ends visible unless an end's
+ * own validity or creation time excludes it: a node is deleted with its edges, and an edge needs
+ * live ends to be written. So unless the tenant has a node that is invalidated, valid only in
+ * the future or created after `at` (one scan, once per walk), every end of a visible edge is
+ * enterable, and the per-level node lookup is skipped.
+ */
+export async function nodeGate(view: View): Promise<(ids: readonly string[]) => Promise<Set<string>>> {
+  const [row] = await duckRows<{ hidden: boolean }>(
+    view.conn,
+    `SELECT EXISTS (SELECT 1 FROM graph_nodes WHERE tenant_id = $tenant
+       AND ((valid_to IS NOT NULL AND valid_to <= $at) OR valid_from > $at OR created_at > $at)) AS hidden`,
+    { tenant: view.tenantId, at: instant(view.at) },
+  );
+  return row?.hidden ? (ids) => visibleNodes(view, ids) : async (ids) => new Set(ids);
+}
+
 /** Which of `ids` are nodes visible at `at`. */
 export async function visibleNodes(view: View, ids: Iterable<string>): Promise<Set<string>> {
   const list = [...new Set(ids)];
   if (list.length === 0) return new Set();
-  const params: DuckParams = { tenant: view.tenantId, at: view.at };
+  const params: DuckParams = { tenant: view.tenantId, at: instant(view.at) };
   const rows = await duckRows<{ id: string }>(
     view.conn,
     `WITH cand AS MATERIALIZED (SELECT id, tenant_id, valid_from, valid_to, created_at, deleted_at FROM graph_nodes WHERE ${inList('id', list, params, 'n')})
@@ -86,17 +108,21 @@ export async function loadNodes(view: View, ids: Iterable<string>): Promise<Map<
 }
 
 /**
- * Full edge rows, found through the index on `source` (each ref names its edge's stored source):
- * an index on edge ids would cost as much memory again for lookups that always know an end.
+ * Full edge rows, found through the end indexes from `from` (an end each ref knows: the node a
+ * walk reached it from, or its source): an index on edge ids would cost as much memory again for
+ * lookups that always know an end, and the known ends are the few frontier nodes.
  */
-export async function loadEdges(view: View, refs: Iterable<{ id: string; source: string }>): Promise<GraphEdge[]> {
+export async function loadEdges(view: View, refs: Iterable<{ id: string; from: string }>): Promise<GraphEdge[]> {
   const list = [...refs];
   if (list.length === 0) return [];
   const params: DuckParams = { tenant: view.tenantId };
+  const ends = [...new Set(list.map((r) => r.from))];
   const rows = await duckRows<EdgeRow>(
     view.conn,
-    `WITH hit AS MATERIALIZED (SELECT ${EDGE_COLUMNS} FROM graph_edges WHERE ${inList('source', [...new Set(list.map((r) => r.source))], params, 's')})
-     SELECT ${EDGE_COLUMNS} FROM hit WHERE tenant_id = $tenant AND ${inList('id', [...new Set(list.map((r) => r.id))], params, 'x')} ORDER BY id`,
+    `WITH hit AS MATERIALIZED (
+       SELECT ${EDGE_COLUMNS} FROM graph_edges WHERE ${inList('source', ends, params, 's')}
+       UNION ALL SELECT ${EDGE_COLUMNS} FROM graph_edges WHERE ${inList('target', ends, params, 't')})
+     SELECT DISTINCT ${EDGE_COLUMNS} FROM hit WHERE tenant_id = $tenant AND ${inList('id', [...new Set(list.map((r) => r.id))], params, 'x')} ORDER BY id`,
     params,
   );
   return rows.map(toEdge);
@@ -104,9 +130,14 @@ export async function loadEdges(view: View, refs: Iterable<{ id: string; source:
 
 /** The node, visible at `at`, or NOT_FOUND (another tenant's node is simply not there). */
 export async function requireNode(view: View, id: string, field = 'id'): Promise<GraphNode> {
-  const node = (await visibleNodes(view, [id])).has(id) ? (await loadNodes(view, [id])).get(id) : undefined;
-  if (!node) throw new AeternaError('NOT_FOUND', `node ${id} not found`, { element: 'node', id, field });
-  return node;
+  const [row] = await duckRows<NodeRow>(
+    view.conn,
+    `WITH hit AS MATERIALIZED (SELECT ${NODE_COLUMNS} FROM graph_nodes WHERE id = $id)
+     SELECT ${NODE_COLUMNS} FROM hit h WHERE h.tenant_id = $tenant AND ${visibleAt('h')}`,
+    { tenant: view.tenantId, at: instant(view.at), id },
+  );
+  if (!row) throw new AeternaError('NOT_FOUND', `node ${id} not found`, { element: 'node', id, field });
+  return toNode(row);
 }
 
 /** Nodes first reached at each level, and the steps that reached them (every one, not just the first). */
@@ -127,10 +158,11 @@ export async function* levels(
   opts: { depth: number; direction: GraphDirection; relations?: readonly string[] | undefined; maxNodes: number },
 ): AsyncGenerator<Level> {
   const seen = new Set([start]);
+  const enterable = await nodeGate(view);
   let frontier = [start];
   for (let depth = 1; depth <= opts.depth && frontier.length > 0 && seen.size - 1 < opts.maxNodes; depth++) {
     const steps = (await expand(view, frontier, opts.direction, opts.relations)).filter((s) => !seen.has(s.to));
-    const entered = await visibleNodes(view, steps.map((s) => s.to));
+    const entered = await enterable(steps.map((s) => s.to));
     const reached = [...entered].sort();
     for (const id of reached) seen.add(id);
     frontier = reached;
@@ -198,10 +230,11 @@ export async function shortestPath(
   if (from === to) return { nodes: [from], steps: [] };
   const fwd = side(from, opts.direction);
   const bwd = side(to, REVERSE[opts.direction]);
+  const enterable = await nodeGate(view);
   while (fwd.level + bwd.level < opts.maxDepth && fwd.frontier.length > 0 && bwd.frontier.length > 0) {
     const [grow, other] = fwd.frontier.length <= bwd.frontier.length ? [fwd, bwd] : [bwd, fwd];
     const steps = (await expand(view, grow.frontier, grow.direction, opts.relations)).filter((s) => !grow.parent.has(s.to));
-    const entered = await visibleNodes(view, steps.map((s) => s.to));
+    const entered = await enterable(steps.map((s) => s.to));
     grow.level += 1;
     const next: string[] = [];
     for (const step of steps) {

@@ -329,6 +329,30 @@ describe.each(backends())('GraphStore on %s', (backend) => {
       expect((await store.node(ctx, 'c')).degree).toEqual({ out: 1, in: 1, total: 2 });
     });
 
+    it('does not walk through an invalidated node, whose edges are still valid', async () => {
+      const ctx = tenant();
+      await cycle(ctx);
+      const before = new Date().toISOString();
+      await new Promise((r) => setTimeout(r, 5));
+      expect((await store.invalidate(ctx, 'node', 'b')).changes.nodes.invalidated).toEqual(['b']);
+      expect((await store.neighbors(ctx, { id: 'a', direction: 'out', depth: 3 })).neighbors).toEqual([]);
+      expect(await store.path(ctx, { from: 'a', to: 'd' })).toMatchObject({ found: false });
+      expect(await store.path(ctx, { from: 'a', to: 'd', direction: 'both' })).toMatchObject({ found: true, length: 2 });
+      expect(await store.path(ctx, { from: 'a', to: 'd', asOf: before })).toMatchObject({ found: true, length: 3 });
+      expect(await rejectionOf(store.node(ctx, 'b'))).toMatchObject({ code: 'NOT_FOUND' });
+      // Re-asserting the fact with an explicit open validity makes it current again.
+      await store.upsertNode(ctx, { id: 'b', label: 'Node B', kind: 'thing', validTo: null });
+      expect((await store.path(ctx, { from: 'a', to: 'd' })).found).toBe(true);
+    });
+
+    it("refuses to move an existing edge's ends", async () => {
+      const ctx = tenant();
+      await cycle(ctx);
+      const err = await rejectionOf(store.upsertEdge(ctx, { id: 'ab', source: 'a', target: 'c', relation: 'next' }));
+      expect(err).toMatchObject({ code: 'CONFLICT', details: { id: 'ab', source: 'a', target: 'b' } });
+      expect((await store.neighbors(ctx, { id: 'a', direction: 'out' })).neighbors.map((x) => x.node.id)).toEqual(['b']);
+    });
+
     it('cascades a deleted memory: what another memory still supports survives', async () => {
       const ctx = tenant();
       await store.write(ctx, [
@@ -401,6 +425,26 @@ describe.each(backends())('GraphStore on %s', (backend) => {
       expect(await other.sync(ctx.tenantId)).toEqual({ seq: 13, purgedSeq: 0 });
       const labels = await Promise.all([store, other].map((s) => s.search(ctx, { q: 'c', kind: 'k', limit: 100 }).then((r) => r.results.length)));
       expect(labels).toEqual([10, 10]);
+    });
+
+    it('applies writes of several tenants at once, with the same node ids, without mixing them', async () => {
+      const tenants = [tenant(), tenant(), tenant()];
+      await Promise.all(
+        tenants.flatMap((ctx, ti) =>
+          Array.from({ length: 4 }, (_, i) =>
+            store.write(ctx, [
+              { op: 'node.upsert', id: `shared${i}`, label: `T${ti} N${i}`, kind: 'k' },
+              { op: 'node.upsert', id: 'hub', label: `Hub ${ti}`, kind: 'k' },
+              { op: 'edge.upsert', source: 'hub', target: `shared${i}`, relation: 'has' },
+            ]),
+          ),
+        ),
+      );
+      for (const [ti, ctx] of tenants.entries()) {
+        const around = await other.neighbors(ctx, { id: 'hub', direction: 'out' });
+        expect(around.node.label).toBe(`Hub ${ti}`);
+        expect(around.neighbors.map((x) => x.node.label).sort()).toEqual([0, 1, 2, 3].map((i) => `T${ti} N${i}`));
+      }
     });
 
     it("keeps graph_events of one tenant invisible to another tenant's transaction (RLS)", async () => {

@@ -31,5 +31,5 @@ CREATE POLICY graph_events_tenant ON graph_events
   USING (tenant_id = current_setting('app.tenant_id', true))
   WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
 GRANT SELECT, INSERT, UPDATE ON graph_streams TO aeterna_app;
--- DELETE only for log compaction below a snapshot (GraphStore.compact).
+-- DELETE is reserved for compacting the log below a snapshot (not built yet).
 GRANT SELECT, INSERT, DELETE ON graph_events TO aeterna_app;
