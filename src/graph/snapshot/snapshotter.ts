@@ -20,6 +20,7 @@ import {
   type SnapshotRef,
 } from './manifest.js';
 import { assertKey, type SnapshotStore } from './store.js';
+import { inTransaction } from '../duck.js';
 
 /** How far a tenant's projection has applied the graph log: the position a snapshot captures. */
 export interface SnapshotPosition {
@@ -60,19 +61,6 @@ async function sha256File(file: string): Promise<{ sha256: string; bytes: number
     bytes += chunk.length;
   }
   return { sha256: hash.digest('hex'), bytes };
-}
-
-async function inTransaction<T>(conn: DuckDBConnection, work: () => Promise<T>): Promise<T> {
-  await conn.run('BEGIN TRANSACTION');
-  try {
-    const result = await work();
-    await conn.run('COMMIT');
-    return result;
-  } catch (err) {
-    // A failed statement may already have aborted the transaction; the original error matters.
-    await conn.run('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
 }
 
 function assertPosition(position: SnapshotPosition): void {
