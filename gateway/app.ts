@@ -82,7 +82,7 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   realtime.use(createGraphExtension(graphApi));
 
   const deadLetters = new DeadLetterStore({ db: core.db, commits: core.commits });
-  const jobs = createJobQueue(config, { deadLetters, log, closeGraceMs: config.realtime.drainMs });
+  const jobs = createJobQueue(config, { deadLetters, log, closeGraceMs: config.realtime.drainMs, db: core.db });
   // Embedded mode without processors has nobody to run jobs: enqueueing would only pile them up.
   const dispatchesJobs = Boolean(redisUrl) || opts.processors !== undefined;
   const relay = new EventRelay({

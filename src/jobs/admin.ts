@@ -34,8 +34,8 @@ export class JobAdmin {
     const jobId = parseInput(jobIdSchema, rawId, 'job id');
     const { kind: only } = parseInput(retryJobQuerySchema, rawQuery, 'retry query');
     const { queue } = this.deps;
-    return this.deps.deadLetters.markRetried(ctx.tenantId, jobId, only, async (job) => {
-      if (!(await queue.retry(job.kind, job.jobId))) await queue.enqueue([specOf(job)]);
+    return this.deps.deadLetters.markRetried(ctx.tenantId, jobId, only, async (job, sql) => {
+      if (!(await queue.retry(job.kind, job.jobId))) await queue.enqueue([specOf(job)], { sql });
     });
   }
 }

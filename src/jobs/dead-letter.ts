@@ -136,11 +136,12 @@ export class DeadLetterStore implements DeadLetterSink {
   }
 
   /**
-   * Marks a dead job retried and hands it to `requeue` inside the same transaction: if the queue
-   * cannot take it, the mark rolls back and the job stays listed as failed. Without `kind`, a job
-   * id that is dead in several kinds is a CONFLICT naming them.
+   * Marks a dead job retried and hands it to `requeue` inside the same transaction (`sql`, for a
+   * queue that stores its jobs in the database): if the queue cannot take it, the mark rolls back
+   * and the job stays listed as failed. Without `kind`, a job id that is dead in several kinds is a
+   * CONFLICT naming them.
    */
-  async markRetried(tenantId: string, jobId: string, kind: string | undefined, requeue: (job: DeadJob) => Promise<void>): Promise<DeadJob> {
+  async markRetried(tenantId: string, jobId: string, kind: string | undefined, requeue: (job: DeadJob, sql: Sql) => Promise<void>): Promise<DeadJob> {
     return this.opts.db.withTenant(tenantId, async (sql) => {
       const target = await this.pickFailed(sql, tenantId, jobId, kind);
       const res = await sql.query<DeadJobRow>(
@@ -149,7 +150,7 @@ export class DeadLetterStore implements DeadLetterSink {
         [tenantId, target.kind, jobId],
       );
       const job = toDeadJob(res.rows[0] as DeadJobRow);
-      await requeue(job);
+      await requeue(job, sql);
       return job;
     });
   }

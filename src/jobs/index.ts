@@ -6,4 +6,4 @@ export { createJobQueue, type JobQueueDeps } from './create.js';
 export { DeadLetterStore, type DeadJob, type DeadJobPage, type DeadLetterStoreOptions } from './dead-letter.js';
 export { InProcessJobQueue, type InProcessJobQueueOptions } from './in-process.js';
 export { JOB_ROUTES, jobDispatcher, jobsForEvents } from './routing.js';
-export { JOBS_ACTOR, JOB_KIND_PATTERN, type DeadLetterSink, type JobContext, type JobProcessor, type JobQueue, type JobSpec } from './types.js';
+export { JOBS_ACTOR, JOB_KIND_PATTERN, type DeadLetterSink, type EnqueueOptions, type JobContext, type JobProcessor, type JobQueue, type JobSpec } from './types.js';

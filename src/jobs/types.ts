@@ -1,4 +1,5 @@
 import type { Actor } from '../protocol/index.js';
+import type { Sql } from '../store/index.js';
 
 /** What a committed event asks workers to do. `id` is the event id: re-enqueueing it is a no-op. */
 export interface JobSpec {
@@ -22,10 +23,20 @@ export interface JobContext {
 /** Must be idempotent: a job can run again after a crash, a stall or an admin retry. */
 export type JobProcessor = (job: JobContext) => Promise<void>;
 
+export interface EnqueueOptions {
+  /**
+   * The caller's open transaction of the jobs' tenant. A queue that keeps its jobs in the database
+   * (in-process) stores them in it, so they commit or roll back with the caller's writes, and
+   * PGlite, which runs one transaction at a time, is not asked for a second one meanwhile. The
+   * jobs may start before the caller commits. BullMQ keeps its jobs in Redis and ignores it.
+   */
+  sql?: Sql;
+}
+
 export interface JobQueue {
   readonly name: 'bullmq' | 'in-process';
   /** Idempotent per (kind, id) for `jobs.retainSec` after the job finished. */
-  enqueue(jobs: readonly JobSpec[]): Promise<void>;
+  enqueue(jobs: readonly JobSpec[], opts?: EnqueueOptions): Promise<void>;
   /** Starts consuming these kinds in this process. */
   work(processors: Readonly<Record<string, JobProcessor>>): Promise<void>;
   /** Re-runs a dead-lettered job the queue still holds; false when it holds no such job. */

@@ -182,6 +182,7 @@ describe('InProcessJobQueue', () => {
     await closing;
     expect(finished).toBe(true);
     await expect(q.enqueue([spec('acme')])).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(q.work({ 'test.kind': async () => {} })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
   });
 
   it('close() aborts a job that outlives the grace period', async () => {
