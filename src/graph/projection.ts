@@ -158,6 +158,8 @@ export class BatchApplier {
         return this.invalidate(op.element, op.id, op.validTo);
       case 'cascade':
         return this.cascade(op.memoryId);
+      case 'unlink':
+        return this.unlink(op.memoryId, op.element, op.id);
       case 'purge':
         return this.purge(op.before);
     }
@@ -308,6 +310,20 @@ export class BatchApplier {
         await this.deleteEdges(`(${from} OR ${to})`, edgeParams);
       }
     }
+  }
+
+  /** One memory stops supporting one element; the element's changed link set is a change to it. */
+  private async unlink(memoryId: string, element: 'node' | 'edge', id: string): Promise<void> {
+    const gone = await duckRows<{ element_id: string }>(
+      this.conn,
+      `DELETE FROM graph_element_sources
+        WHERE tenant_id = $tenant AND element = $element AND element_id = $id AND memory_id = $memory RETURNING element_id`,
+      this.params({ element, id, memory: memoryId }),
+    );
+    if (gone.length === 0) return;
+    const table = element === 'node' ? 'graph_nodes' : 'graph_edges';
+    await duckRun(this.conn, `UPDATE ${table} SET updated_seq = $seq::BIGINT WHERE tenant_id = $tenant AND id = $id`, this.params({ id }));
+    this.changes.add(element, 'upserted', [id]);
   }
 
   /** Hard-deletes what was soft-deleted before `before`, with its links and derived embeddings. */
@@ -515,6 +531,7 @@ async function resolveOne(
       return { op: 'invalidate', element: d.element, id: d.id, validTo };
     }
     case 'cascade':
+    case 'unlink':
     case 'purge':
       return d;
   }

@@ -41,6 +41,11 @@ export type GraphOp =
   | { op: 'invalidate'; element: 'node' | 'edge'; id: string; validTo: string }
   /** The memory is gone: drop its source links; what no other memory supports is soft-deleted. */
   | { op: 'cascade'; memoryId: string }
+  /**
+   * The memory no longer states this element, but others still do: only its source link goes, so
+   * a later cascade of the other memories is not blocked by a stale link. The element stays.
+   */
+  | { op: 'unlink'; memoryId: string; element: 'node' | 'edge'; id: string }
   /** Hard-delete rows soft-deleted before `before` (retention). */
   | { op: 'purge'; before: string };
 

@@ -188,6 +188,7 @@ export const graphOpDraftSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('edge.delete'), id }).strict(),
   z.object({ op: z.literal('invalidate'), element: z.enum(['node', 'edge']), id, validTo: instant.optional() }).strict(),
   z.object({ op: z.literal('cascade'), memoryId: memoryRef }).strict(),
+  z.object({ op: z.literal('unlink'), memoryId: memoryRef, element: z.enum(['node', 'edge']), id }).strict(),
   z.object({ op: z.literal('purge'), before: instant }).strict(),
 ]);
 export type GraphOpDraft = z.input<typeof graphOpDraftSchema>;

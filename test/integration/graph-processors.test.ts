@@ -69,6 +69,26 @@ describe('graph job processors (PGlite)', () => {
     expect(then.edges.map((e) => e.id)).toEqual([oldEdge]);
   });
 
+  it('unlinks a fact another memory still states, so deleting that memory later removes it', async () => {
+    const first = await t.core.memory.add(ctx, { layer: 'project', projectId: 'hermes', content: 'Search Frontend calls Query Planner.' });
+    const second = await t.core.memory.add(ctx, { layer: 'team', teamId: 'core', content: 'Search Frontend calls Query Planner.' });
+    await runNewJobs();
+    const edge = edgeIdFor(nodeIdFor('entity', 'Search Frontend'), 'calls', nodeIdFor('entity', 'Query Planner'));
+    const support = async () => (await t.core.graph.memorySupport(ctx, second.memory.id)).edges.find((e) => e.id === edge)?.sourceMemoryIds;
+    expect(await support()).toEqual([first.memory.id, second.memory.id].sort());
+
+    // The first memory stops stating it: the fact stays valid (the second still states it)...
+    await t.core.memory.update(ctx, first.memory.id, { content: 'Search Frontend is written in Elm.', version: first.memory.version });
+    await runNewJobs();
+    expect(await support()).toEqual([second.memory.id]);
+    const planner = nodeIdFor('entity', 'Query Planner');
+    expect((await t.core.graph.neighbors(ctx, { id: planner, direction: 'in' })).edges.map((e) => e.id)).toContain(edge);
+    // ...and deleting the second removes it: nothing stale keeps it alive.
+    await t.core.memory.delete(ctx, second.memory.id);
+    await runNewJobs();
+    expect((await t.core.graph.neighbors(ctx, { id: planner, direction: 'in' })).edges.map((e) => e.id)).not.toContain(edge);
+  });
+
   it('writes once when a job runs twice, and skips an event a newer version superseded', async () => {
     const { memory } = await t.core.memory.add(ctx, { layer: 'project', projectId: 'apollo', content: 'Ledger Team owns Invoice Engine.' });
     const [job] = await newJobs();

@@ -75,6 +75,9 @@ export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobPro
       const previous = await graph.memorySupport({ tenantId: job.tenantId }, memory.id);
       const superseded = supersededEdges(memory.id, previous.edges, drafts);
       drafts.push(...invalidateOps(superseded.invalidate, new Date().toISOString()));
+      // Still stated elsewhere: only this memory's support goes, so deleting the others later
+      // is not blocked by a link this memory no longer backs.
+      drafts.push(...superseded.unlink.map((id) => ({ op: 'unlink' as const, memoryId: memory.id, element: 'edge' as const, id })));
     }
     if (drafts.length === 0) return;
     const written = await graph.write({ tenantId: job.tenantId, actor: JOBS_ACTOR }, drafts, {
