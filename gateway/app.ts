@@ -1,17 +1,24 @@
 import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
+import { createAgentsApi, createSessionSweeper } from '../src/cca/index.js';
 import type { Core } from '../src/core.js';
 import { DocStore } from '../src/docs/index.js';
 import { GraphApi } from '../src/graph/index.js';
 import { COMMITS_CHANNEL, EventRelay, LocalLeaseStore, RedisLeaseStore } from '../src/events/index.js';
 import { DeadLetterStore, createJobQueue, jobDispatcher, type JobProcessor } from '../src/jobs/index.js';
-import type { Logger } from '../src/obs/index.js';
+import { BudgetApi, type Logger } from '../src/obs/index.js';
 import { MemoryPresenceRegistry, RedisPresenceRegistry, type PresenceRegistry } from '../src/presence/index.js';
 import { createPipeline } from './http/pipeline.js';
 import { adminJobRoutes } from './http/admin-routes.js';
+import { budgetRoutes } from './http/budget-routes.js';
+import { agentsRoutes } from './http/agents-routes.js';
 import { graphRoutes } from './http/graph-routes.js';
+import { tieringRoutes } from './http/tier-routes.js';
+import { startTieringSweep } from '../workers/processors/tiering.js';
 import { healthRoutes, memoryRoutes } from './http/routes.js';
 import { mountRoutes } from './http/uws.js';
+import { createAgentsExtension } from './realtime/agents.js';
+import { createBudgetExtension } from './realtime/budget.js';
 import { createDocsExtension } from './realtime/docs.js';
 import { createGraphExtension } from './realtime/graph.js';
 import { createMemoryStreamExtension } from './realtime/memory-stream.js';
@@ -80,11 +87,17 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   realtime.use(createDocsExtension(new DocStore({ db: core.db }), realtime.broadcaster));
   const graphApi = new GraphApi(core.graph, core.snapshots);
   realtime.use(createGraphExtension(graphApi));
+  const budgetApi = new BudgetApi(core.budgets, core.embeddings);
+  realtime.use(createBudgetExtension(budgetApi));
+  const agentsApi = createAgentsApi(core);
+  realtime.use(createAgentsExtension(agentsApi));
 
   const deadLetters = new DeadLetterStore({ db: core.db, commits: core.commits });
   const jobs = createJobQueue(config, { deadLetters, log, closeGraceMs: config.realtime.drainMs, db: core.db });
   // Embedded mode without processors has nobody to run jobs: enqueueing would only pile them up.
   const dispatchesJobs = Boolean(redisUrl) || opts.processors !== undefined;
+  // Whoever runs the jobs also ends idle sessions: this process in embedded mode, workers in cluster mode.
+  const sweeper = !redisUrl && opts.processors ? createSessionSweeper(core, log) : undefined;
   const relay = new EventRelay({
     db: core.db,
     sink: stream.sink,
@@ -126,17 +139,22 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   }
 
   const pipeline = createPipeline(core.tokens, log);
-  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...graphRoutes(graphApi), ...adminJobRoutes({ deadLetters, queue: jobs })], pipeline, {
+  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...graphRoutes(graphApi), ...agentsRoutes(agentsApi), ...tieringRoutes(core.tiering), ...adminJobRoutes({ deadLetters, queue: jobs }), ...budgetRoutes(budgetApi)], pipeline, {
     maxBodyBytes: config.limits.maxBodyBytes,
     log,
     inflight,
   });
   let listenSocket: uWS.us_listen_socket | undefined;
+  let tierSweep: { stop(): void } | undefined;
 
   return {
     realtime,
     async listen(host, port) {
-      if (!redisUrl && opts.processors) await jobs.work(opts.processors);
+      if (!redisUrl && opts.processors) {
+        await jobs.work(opts.processors);
+        sweeper?.start();
+        tierSweep = startTieringSweep({ db: core.db, queue: jobs, intervalMs: config.tiering.intervalMs, log });
+      }
       await relay.start();
       await presence.start();
       return new Promise((resolve, reject) => {
@@ -158,6 +176,8 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
       while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       unsubscribeCommits();
       await relay.stop();
+      await sweeper?.stop();
+      tierSweep?.stop();
       await jobs.close();
       await realtime.close();
       await presence.close();

@@ -31,6 +31,16 @@ const envSchema = z.object({
   AETERNA_EMBED_TIMEOUT_MS: intInRange(100, 120_000).default(15_000),
   AETERNA_EMBED_CACHE_ENTRIES: intInRange(0, 10_000_000).default(50_000),
   AETERNA_EMBED_CACHE_TTL_SEC: intInRange(1, 30 * 86_400).default(86_400),
+  // Cost optimisation (issue 5): the embedding cache's semantic level and per-tenant token budgets.
+  AETERNA_EMBED_SEMANTIC_THRESHOLD: z.coerce.number().min(0.5).max(1).default(0.98),
+  AETERNA_EMBED_SEMANTIC_TTL_SEC: intInRange(1, 30 * 86_400).default(3600),
+  AETERNA_EMBED_SEMANTIC_ENTRIES: intInRange(0, 100_000).default(256),
+  AETERNA_BUDGET_EMBED_TOKENS_DAY: intInRange(0, 1e15).default(0),
+  AETERNA_BUDGET_EMBED_TOKENS_MONTH: intInRange(0, 1e15).default(0),
+  AETERNA_BUDGET_LLM_TOKENS_DAY: intInRange(0, 1e15).default(0),
+  AETERNA_BUDGET_LLM_TOKENS_MONTH: intInRange(0, 1e15).default(0),
+  AETERNA_BUDGET_ACTION: z.enum(['reject', 'queue', 'warn']).default('reject'),
+  AETERNA_BUDGET_WARN_AT: z.coerce.number().gt(0).max(1).default(0.8),
   AETERNA_MAX_BODY_BYTES: intInRange(1024, 64 * 1024 * 1024).default(1024 * 1024),
   AETERNA_MAX_CONTENT_BYTES: intInRange(16, 16 * 1024 * 1024).default(64 * 1024),
   AETERNA_DEDUP_THRESHOLD: unit.default(0.95),
@@ -64,7 +74,7 @@ const envSchema = z.object({
   AETERNA_GRAPH_EXTRACTOR: z.enum(['auto', 'rules', 'llm']).default('auto'),
   AETERNA_SNAPSHOT_DIR: optionalNonEmpty(z.string().min(1)),
   AETERNA_SNAPSHOT_S3_BUCKET: optionalNonEmpty(z.string().regex(/^[a-z0-9][a-z0-9.-]{1,62}$/, 'must be a valid S3 bucket name')),
-  AETERNA_SNAPSHOT_S3_PREFIX: z.string().max(512).regex(/^[A-Za-z0-9_.\/-]*$/, 'must be letters, digits, _ . / -').default('aeterna/graph'),
+  AETERNA_SNAPSHOT_S3_PREFIX: z.string().max(512).regex(/^[A-Za-z0-9_./-]*$/, 'must be letters, digits, _ . / -').default('aeterna/graph'),
   AETERNA_SNAPSHOT_S3_ENDPOINT: optionalNonEmpty(url),
   AETERNA_SNAPSHOT_S3_REGION: z.string().min(1).default('us-east-1'),
   AETERNA_SNAPSHOT_S3_ACCESS_KEY: optionalNonEmpty(z.string()),
@@ -74,6 +84,52 @@ const envSchema = z.object({
   AETERNA_LLM_MODEL: optionalNonEmpty(z.string().min(1)),
   AETERNA_LLM_KEY: optionalNonEmpty(z.string()),
   AETERNA_LLM_TIMEOUT_MS: intInRange(100, 600_000).default(60_000),
+  // Context Architect: summary levels, context packing, the semantic answer cache.
+  AETERNA_SUMMARY_SENTENCE_TOKENS: intInRange(8, 100_000).default(50),
+  AETERNA_SUMMARY_PARAGRAPH_TOKENS: intInRange(8, 100_000).default(200),
+  AETERNA_SUMMARY_DETAILED_TOKENS: intInRange(8, 100_000).default(500),
+  AETERNA_SUMMARY_MAX_INPUT_TOKENS: intInRange(100, 1_000_000).default(8000),
+  AETERNA_CONTEXT_DEFAULT_BUDGET: intInRange(1, 1_000_000).default(4000),
+  AETERNA_CONTEXT_MIN_BUDGET: intInRange(1, 1_000_000).default(100),
+  AETERNA_CONTEXT_MAX_BUDGET: intInRange(1, 1_000_000).default(32_000),
+  AETERNA_CONTEXT_DETAILED_ABOVE: unit.default(0.9),
+  AETERNA_CONTEXT_PARAGRAPH_FROM: unit.default(0.7),
+  AETERNA_CONTEXT_CANDIDATES: intInRange(1, 100).default(50),
+  AETERNA_CONTEXT_MIN_RELEVANCE: unit.default(0.15),
+  AETERNA_ANSWER_CACHE_THRESHOLD: unit.default(0.95),
+  AETERNA_ANSWER_CACHE_TTL_SEC: intInRange(1, 30 * 86_400).default(600),
+  AETERNA_ANSWER_CACHE_ENTRIES: intInRange(0, 10_000_000).default(10_000),
+  AETERNA_ANSWER_CACHE_SCOPE_ENTRIES: intInRange(1, 10_000).default(256),
+  // Tiered storage (issue 5): hot / warm / cold memories; cold ones archived to Parquet.
+  AETERNA_TIER_HOT_DAYS: z.coerce.number().positive().max(36_500).default(7),
+  AETERNA_TIER_COLD_DAYS: z.coerce.number().positive().max(36_500).default(90),
+  AETERNA_TIER_WARM_MAX_PER_DAY: z.coerce.number().positive().max(1_000_000).default(1),
+  AETERNA_TIER_COLD_MAX_PER_WEEK: z.coerce.number().positive().max(1_000_000).default(1),
+  AETERNA_TIER_INTERVAL_MS: intInRange(0, 30 * 86_400_000).default(3_600_000),
+  AETERNA_TIER_BATCH: intInRange(1, 100_000).default(500),
+  AETERNA_TIER_MAX_PER_RUN: intInRange(1, 10_000_000).default(20_000),
+  AETERNA_TIER_PREVIEW_TOKENS: intInRange(1, 1000).default(32),
+  AETERNA_TIER_ORPHAN_GRACE_SEC: intInRange(0, 365 * 86_400).default(86_400),
+  AETERNA_COLD_DIR: optionalNonEmpty(z.string().min(1)),
+  AETERNA_COLD_S3_PREFIX: z.string().max(512).regex(/^[A-Za-z0-9_./-]*$/, 'must be letters, digits, _ . / -').default('aeterna/cold'),
+  // Note-taking and hindsight learning (issue 5): trajectory capture, session distillation, error patterns.
+  AETERNA_TRAJECTORY_MAX_FIELD_BYTES: intInRange(256, 16 * 1024 * 1024).default(8192),
+  AETERNA_TRAJECTORY_MAX_BATCH: intInRange(1, 1000).default(100),
+  AETERNA_SESSION_IDLE_MS: intInRange(0, 30 * 86_400_000).default(30 * 60_000),
+  AETERNA_SESSION_SWEEP_MS: intInRange(0, 86_400_000).default(60_000),
+  AETERNA_NOTES_STATE_CHANGING_TOOLS: z
+    .string()
+    .regex(/^[a-z0-9]+(,[a-z0-9]+)*$/, 'must be comma-separated lower-case words')
+    .default('write,create,update,delete,remove,deploy,commit,exec,execute,run,push,merge,insert,put,patch,post,edit,move,rename,install,apply,send,publish,drop,migrate,save,set'),
+  AETERNA_NOTES_MAX_TOKENS: intInRange(50, 8000).default(500),
+  AETERNA_NOTES_MAX_EVENTS: intInRange(10, 100_000).default(500),
+  AETERNA_HINDSIGHT_SIMILARITY: unit.default(0.8),
+  AETERNA_HINDSIGHT_QUERY_LIMIT: intInRange(1, 20).default(3),
+  AETERNA_HINDSIGHT_PROMOTE_AFTER: intInRange(1, 1_000_000).default(3),
+  AETERNA_HINDSIGHT_HALF_LIFE_DAYS: z.coerce.number().positive().max(36_500).default(30),
+  AETERNA_HINDSIGHT_STACK_FRAMES: intInRange(0, 20).default(3),
+  AETERNA_HINDSIGHT_SCAN_LIMIT: intInRange(10, 1_000_000).default(2000),
+  AETERNA_HINDSIGHT_DEFAULT_TEAM: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'must match the id rule').default('default'),
   AETERNA_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -131,12 +187,121 @@ export interface LlmConfig {
   timeoutMs: number;
 }
 
+/** Tiered storage (issue 5). Days and rates are compared as in src/memory/tiering.ts classifyTier. */
+export interface TieringConfig {
+  /** Touched (accessed, updated or created) within this many days: hot. */
+  hotDays: number;
+  /** Untouched for more than this many days, and rarely used: cold (archived to Parquet). */
+  coldDays: number;
+  /** Between hotDays and coldDays, a memory used at least this often per day stays hot. */
+  warmMaxPerDay: number;
+  /** Past coldDays, a memory used at least this often per week stays warm. */
+  coldMaxPerWeek: number;
+  /** How often the periodic sweep tiers every tenant (0: only on request). */
+  intervalMs: number;
+  /** Memories per transaction and per Parquet file. */
+  batchSize: number;
+  /** Cold moves per tenant per run; the rest wait for the next run. */
+  maxPerRun: number;
+  /** Tokens of content a cold stub keeps as its preview (at most half the content's). */
+  previewTokens: number;
+  /** An archive file no stub refers to is deleted once it is this old (a move that died mid-way). */
+  orphanGraceSec: number;
+  /** Where cold Parquet goes: `{tenant}/cold/{yyyy-mm}/…` in a directory or the snapshot bucket. */
+  store: SnapshotStoreConfig;
+}
+
+/** Context Architect: summaries of every memory, `context.assemble` and its answer cache. */
+export interface ContextConfig {
+  /** Token caps of the three summary levels (sentence <= paragraph <= detailed). */
+  summaryTokens: { sentence: number; paragraph: number; detailed: number };
+  /** A longer memory is cut to this many tokens before the LLM summarises it: this bounds prompt cost. */
+  summaryMaxInputTokens: number;
+  /** `tokenBudget` of context.assemble: the default and the accepted range. */
+  budget: { default: number; min: number; max: number };
+  /** Relevance above this packs a memory's detailed summary. */
+  detailedAbove: number;
+  /** Relevance from this up to `detailedAbove` packs the paragraph; below it, the sentence. */
+  paragraphFrom: number;
+  /** Search results considered per assemble. */
+  candidates: number;
+  /** Memories less similar to the query than this are left out. */
+  minRelevance: number;
+  answerCache: {
+    /** Cosine between query embeddings at or above which a cached answer is reused. */
+    threshold: number;
+    ttlSec: number;
+    /** Answers kept in all (in process); 0 turns the cache off. */
+    entries: number;
+    /** Answers kept per (tenant, effective scope, budget); a lookup compares the query with each (in Redis: fetches them, ~1.6 KiB each). */
+    perScopeEntries: number;
+  };
+}
+
+/** Note-taking agent (issue 5): what a trajectory keeps and when a session counts as over. */
+export interface NotesConfig {
+  /** Each event's input and output are cut to this many UTF-8 bytes (after redaction), marked truncated. */
+  maxFieldBytes: number;
+  /** Events in one batched `trajectory.capture`. */
+  maxBatch: number;
+  /** A session with no capture for this long is ended by the sweep (0: the sweep ends every open session). */
+  sessionIdleMs: number;
+  /** How often the sweep runs where jobs run (0: never; only `session.end` ends sessions). */
+  sweepIntervalMs: number;
+  /** Words that make a tool state-changing when its name contains one (`writeFile`, `git_commit`). */
+  stateChangingTools: string[];
+  /** A distilled note is at most this many tokens. */
+  maxNoteTokens: number;
+  /** Events of one session read for distillation (the most recent ones). */
+  maxEvents: number;
+}
+
+/** Hindsight learning (issue 5): error signatures, their matching, ranking and promotion. */
+export interface HindsightConfig {
+  /** Cosine between signature embeddings at or above which an earlier pattern is similar. */
+  similarity: number;
+  /** Patterns `hindsight.query` returns when the caller gives no limit. */
+  queryLimit: number;
+  /** Occurrences after which a pattern with a working resolution is promoted to the team layer. */
+  promoteAfter: number;
+  /** Recency factor of the ranking halves every this many days since a pattern was last seen or resolved. */
+  halfLifeDays: number;
+  /** Function names of the top stack frames kept in a signature. */
+  stackFrames: number;
+  /** Most recently seen patterns compared by embedding per report or query. */
+  scanLimit: number;
+  /** The team a pattern is promoted to when neither the call nor an earlier report named one. */
+  defaultTeamId: string;
+}
+
 export interface AuthConfig {
   /** A shared HS secret; in embedded mode generated once into the data dir when not given. */
   secret?: string;
   jwksUrl?: string;
   issuer?: string;
   audience?: string;
+}
+
+/** The embedding cache (issue 5): exact (tenant, model, text hash) and semantic (near-identical text) levels. */
+export interface EmbedCacheConfig {
+  /** Exact-level entries in process (embedded mode); 0 turns the whole cache off. */
+  entries: number;
+  ttlSec: number;
+  semantic: {
+    /** Recent texts remembered per (tenant, model) for near-identical lookups; 0 turns the level off. */
+    entries: number;
+    ttlSec: number;
+    /** Cosine of the texts' lexical sketches at which one reuses the other's embedding. */
+    threshold: number;
+  };
+}
+
+/** Per-tenant token budgets (issue 5). A limit of 0 is unlimited; admins override per tenant. */
+export interface BudgetsConfig {
+  action: 'reject' | 'queue' | 'warn';
+  /** Fraction of a limit at which `budget.warning` is announced. */
+  warnAt: number;
+  limits: { embed: { day: number; month: number }; llm: { day: number; month: number } };
 }
 
 export interface Config {
@@ -148,14 +313,19 @@ export interface Config {
   redisUrl?: string;
   auth: AuthConfig;
   embedder: EmbedderConfig;
-  embedCache: { entries: number; ttlSec: number };
+  embedCache: EmbedCacheConfig;
+  budgets: BudgetsConfig;
   limits: { maxBodyBytes: number; maxContentBytes: number };
   memory: { dedupThreshold: number; recencyHalfLifeDays: number };
   realtime: RealtimeConfig;
   jobs: JobsConfig;
   graph: GraphConfig;
   llm?: LlmConfig;
+  context: ContextConfig;
+  notes: NotesConfig;
+  hindsight: HindsightConfig;
   logLevel: z.infer<typeof envSchema>['AETERNA_LOG_LEVEL'];
+  tiering: TieringConfig;
 }
 
 export interface RealtimeConfig {
@@ -208,11 +378,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.AETERNA_LLM_URL && !e.AETERNA_LLM_MODEL) {
     problems.push('AETERNA_LLM_MODEL is required when AETERNA_LLM_URL is set');
   }
+  // Context Architect
+  if (!(e.AETERNA_SUMMARY_SENTENCE_TOKENS <= e.AETERNA_SUMMARY_PARAGRAPH_TOKENS && e.AETERNA_SUMMARY_PARAGRAPH_TOKENS <= e.AETERNA_SUMMARY_DETAILED_TOKENS)) {
+    problems.push('AETERNA_SUMMARY_SENTENCE_TOKENS <= AETERNA_SUMMARY_PARAGRAPH_TOKENS <= AETERNA_SUMMARY_DETAILED_TOKENS must hold');
+  }
+  if (!(e.AETERNA_CONTEXT_MIN_BUDGET <= e.AETERNA_CONTEXT_DEFAULT_BUDGET && e.AETERNA_CONTEXT_DEFAULT_BUDGET <= e.AETERNA_CONTEXT_MAX_BUDGET)) {
+    problems.push('AETERNA_CONTEXT_MIN_BUDGET <= AETERNA_CONTEXT_DEFAULT_BUDGET <= AETERNA_CONTEXT_MAX_BUDGET must hold');
+  }
+  if (e.AETERNA_CONTEXT_PARAGRAPH_FROM > e.AETERNA_CONTEXT_DETAILED_ABOVE) {
+    problems.push('AETERNA_CONTEXT_PARAGRAPH_FROM must not be above AETERNA_CONTEXT_DETAILED_ABOVE');
+  }
   if (e.AETERNA_GRAPH_EXTRACTOR === 'llm' && !e.AETERNA_LLM_URL) {
     problems.push('AETERNA_GRAPH_EXTRACTOR=llm needs AETERNA_LLM_URL');
   }
   if (Boolean(e.AETERNA_SNAPSHOT_S3_ACCESS_KEY) !== Boolean(e.AETERNA_SNAPSHOT_S3_SECRET_KEY)) {
     problems.push('AETERNA_SNAPSHOT_S3_ACCESS_KEY and AETERNA_SNAPSHOT_S3_SECRET_KEY go together');
+  }
+  if (e.AETERNA_TIER_COLD_DAYS <= e.AETERNA_TIER_HOT_DAYS) {
+    problems.push('AETERNA_TIER_COLD_DAYS must be above AETERNA_TIER_HOT_DAYS');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   const llm: LlmConfig | undefined =
@@ -259,7 +442,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             ...(e.AETERNA_EMBED_KEY ? { apiKey: e.AETERNA_EMBED_KEY } : {}),
           }
         : { kind: 'hashing', dims: e.AETERNA_EMBED_DIMS },
-    embedCache: { entries: e.AETERNA_EMBED_CACHE_ENTRIES, ttlSec: e.AETERNA_EMBED_CACHE_TTL_SEC },
+    embedCache: {
+      entries: e.AETERNA_EMBED_CACHE_ENTRIES,
+      ttlSec: e.AETERNA_EMBED_CACHE_TTL_SEC,
+      semantic: { entries: e.AETERNA_EMBED_SEMANTIC_ENTRIES, ttlSec: e.AETERNA_EMBED_SEMANTIC_TTL_SEC, threshold: e.AETERNA_EMBED_SEMANTIC_THRESHOLD },
+    },
+    budgets: {
+      action: e.AETERNA_BUDGET_ACTION,
+      warnAt: e.AETERNA_BUDGET_WARN_AT,
+      limits: {
+        embed: { day: e.AETERNA_BUDGET_EMBED_TOKENS_DAY, month: e.AETERNA_BUDGET_EMBED_TOKENS_MONTH },
+        llm: { day: e.AETERNA_BUDGET_LLM_TOKENS_DAY, month: e.AETERNA_BUDGET_LLM_TOKENS_MONTH },
+      },
+    },
     limits: { maxBodyBytes: e.AETERNA_MAX_BODY_BYTES, maxContentBytes: e.AETERNA_MAX_CONTENT_BYTES },
     memory: { dedupThreshold: e.AETERNA_DEDUP_THRESHOLD, recencyHalfLifeDays: e.AETERNA_RECENCY_HALF_LIFE_DAYS },
     realtime: {
@@ -294,6 +489,61 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       extractor: e.AETERNA_GRAPH_EXTRACTOR === 'auto' ? (llm ? 'llm' : 'rules') : e.AETERNA_GRAPH_EXTRACTOR,
     },
     ...(llm ? { llm } : {}),
+    // Context Architect
+    context: {
+      summaryTokens: {
+        sentence: e.AETERNA_SUMMARY_SENTENCE_TOKENS,
+        paragraph: e.AETERNA_SUMMARY_PARAGRAPH_TOKENS,
+        detailed: e.AETERNA_SUMMARY_DETAILED_TOKENS,
+      },
+      summaryMaxInputTokens: e.AETERNA_SUMMARY_MAX_INPUT_TOKENS,
+      budget: { default: e.AETERNA_CONTEXT_DEFAULT_BUDGET, min: e.AETERNA_CONTEXT_MIN_BUDGET, max: e.AETERNA_CONTEXT_MAX_BUDGET },
+      detailedAbove: e.AETERNA_CONTEXT_DETAILED_ABOVE,
+      paragraphFrom: e.AETERNA_CONTEXT_PARAGRAPH_FROM,
+      candidates: e.AETERNA_CONTEXT_CANDIDATES,
+      minRelevance: e.AETERNA_CONTEXT_MIN_RELEVANCE,
+      answerCache: {
+        threshold: e.AETERNA_ANSWER_CACHE_THRESHOLD,
+        ttlSec: e.AETERNA_ANSWER_CACHE_TTL_SEC,
+        entries: e.AETERNA_ANSWER_CACHE_ENTRIES,
+        perScopeEntries: e.AETERNA_ANSWER_CACHE_SCOPE_ENTRIES,
+      },
+    },
+    tiering: {
+      hotDays: e.AETERNA_TIER_HOT_DAYS,
+      coldDays: e.AETERNA_TIER_COLD_DAYS,
+      warmMaxPerDay: e.AETERNA_TIER_WARM_MAX_PER_DAY,
+      coldMaxPerWeek: e.AETERNA_TIER_COLD_MAX_PER_WEEK,
+      intervalMs: e.AETERNA_TIER_INTERVAL_MS,
+      batchSize: e.AETERNA_TIER_BATCH,
+      maxPerRun: e.AETERNA_TIER_MAX_PER_RUN,
+      previewTokens: e.AETERNA_TIER_PREVIEW_TOKENS,
+      orphanGraceSec: e.AETERNA_TIER_ORPHAN_GRACE_SEC,
+      // Same kind, bucket and credentials as graph snapshots, under a root of its own, so a graph
+      // snapshot listing never walks the cold archive (and vice versa).
+      store:
+        snapshots.kind === 's3'
+          ? { ...snapshots, prefix: e.AETERNA_COLD_S3_PREFIX.replace(/^\/+|\/+$/g, '') }
+          : { kind: 'dir', dir: path.resolve(e.AETERNA_COLD_DIR ?? path.join(dataDir, 'cold')) },
+    },
+    notes: {
+      maxFieldBytes: e.AETERNA_TRAJECTORY_MAX_FIELD_BYTES,
+      maxBatch: e.AETERNA_TRAJECTORY_MAX_BATCH,
+      sessionIdleMs: e.AETERNA_SESSION_IDLE_MS,
+      sweepIntervalMs: e.AETERNA_SESSION_SWEEP_MS,
+      stateChangingTools: e.AETERNA_NOTES_STATE_CHANGING_TOOLS.split(','),
+      maxNoteTokens: e.AETERNA_NOTES_MAX_TOKENS,
+      maxEvents: e.AETERNA_NOTES_MAX_EVENTS,
+    },
+    hindsight: {
+      similarity: e.AETERNA_HINDSIGHT_SIMILARITY,
+      queryLimit: e.AETERNA_HINDSIGHT_QUERY_LIMIT,
+      promoteAfter: e.AETERNA_HINDSIGHT_PROMOTE_AFTER,
+      halfLifeDays: e.AETERNA_HINDSIGHT_HALF_LIFE_DAYS,
+      stackFrames: e.AETERNA_HINDSIGHT_STACK_FRAMES,
+      scanLimit: e.AETERNA_HINDSIGHT_SCAN_LIMIT,
+      defaultTeamId: e.AETERNA_HINDSIGHT_DEFAULT_TEAM,
+    },
     logLevel: e.AETERNA_LOG_LEVEL,
   };
 }

@@ -2,11 +2,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Config } from './config.js';
 import { createEmbeddingService, type EmbeddingService } from './embed/index.js';
-import { createLlm, type Llm } from './cca/index.js';
+import { MeteredLlm, createLlm, type Llm } from './cca/index.js';
 import { CommitSignal } from './events/index.js';
 import { GraphSnapshotter, GraphStore, createSnapshotStore } from './graph/index.js';
-import { MemoryService } from './memory/index.js';
-import type { Logger } from './obs/index.js';
+import { MemoryService, TieringService, createColdStore } from './memory/index.js';
+import { TokenBudgets, type Logger } from './obs/index.js';
 import { openDb, type Db } from './store/index.js';
 import { TokenVerifier, resolveTokenKeys } from './tenancy/index.js';
 import { createVectorIndex, preparePgvector, type VectorIndex } from './vector/index.js';
@@ -23,6 +23,12 @@ export interface Core {
   readonly snapshots: GraphSnapshotter;
   /** The configured chat model, if any (AETERNA_LLM_URL). */
   readonly llm: Llm | undefined;
+  /** `llm` charged to a tenant's LLM token budget: `core.meteredLlm?.forTenant(job.tenantId)`. */
+  readonly meteredLlm: MeteredLlm | undefined;
+  /** Per-tenant token budgets (usage, limits, budget.warning/exceeded); embeddings charge it. */
+  readonly budgets: TokenBudgets;
+  /** Hot/warm/cold classification and the cold archive (Parquet) behind memory stubs. */
+  readonly tiering: TieringService;
   /** Fires after each committed write: the relay's cue to read the log. */
   readonly commits: CommitSignal;
   readonly tokens: TokenVerifier;
@@ -38,23 +44,27 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     ...(config.auth.issuer ? { issuer: config.auth.issuer } : {}),
     ...(config.auth.audience ? { audience: config.auth.audience } : {}),
   });
-  const embeddings = createEmbeddingService({
-    embedder: config.embedder,
-    embedCache: config.embedCache,
-    ...(config.redisUrl ? { redisUrl: config.redisUrl } : {}),
+  // The budgets live in the database and the embedding service charges them, so the database
+  // opens first; its vector columns take their size from config, which is the embedder's.
+  const db: Db = await openDb(config.database, {
+    prepare: preparePgvector(config.embedder.dims),
+    log: (line) => log.info(line),
   });
-  let db: Db;
+  const commits = new CommitSignal();
+  const budgets = new TokenBudgets({ db, commits, config: config.budgets, log });
+  let embeddings: EmbeddingService;
   try {
-    db = await openDb(config.database, {
-      prepare: preparePgvector(embeddings.dims),
-      log: (line) => log.info(line),
+    embeddings = createEmbeddingService({
+      embedder: config.embedder,
+      embedCache: config.embedCache,
+      meter: budgets,
+      ...(config.redisUrl ? { redisUrl: config.redisUrl } : {}),
     });
   } catch (err) {
-    await embeddings.close();
+    await db.close();
     throw err;
   }
   const vectors = createVectorIndex(db.capabilities, embeddings.dims);
-  const commits = new CommitSignal();
   const snapshots = new GraphSnapshotter({
     store: createSnapshotStore(config.graph.snapshots),
     tmpDir: path.join(os.tmpdir(), `aeterna-snapshots-${process.pid}`),
@@ -68,9 +78,12 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     throw err;
   }
   const llm = createLlm(config.llm);
+  const meteredLlm = llm ? new MeteredLlm(llm, budgets) : undefined;
   log.info({ db: db.kind, vectors: vectors.name, embedder: embeddings.model, graph: config.graph.duckdbPath, llm: llm?.model ?? null }, 'core ready');
+  const tiering = new TieringService({ db, vectors, cold: createColdStore(config.tiering.store, log), config: config.tiering, log, commits });
   const memory = new MemoryService({
     commits,
+    cold: tiering,
     db,
     embeddings,
     vectors,
@@ -87,11 +100,15 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     graph,
     snapshots,
     llm,
+    meteredLlm,
+    budgets,
+    tiering,
     commits,
     tokens,
     signingSecret,
     async close() {
       await graph.close();
+      await tiering.close();
       await Promise.allSettled([db.close(), embeddings.close()]);
     },
   };

@@ -1,10 +1,12 @@
 import { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../src/config.js';
+import { createSessionSweeper } from '../src/cca/index.js';
 import { openCore } from '../src/core.js';
 import { COMMITS_CHANNEL } from '../src/events/index.js';
 import { DeadLetterStore, createJobQueue, type JobProcessor } from '../src/jobs/index.js';
 import { createLogger, type Logger } from '../src/obs/index.js';
 import { createProcessors, type ProcessorDeps } from './processors/index.js';
+import { startTieringSweep } from './processors/tiering.js';
 
 export interface WorkerOptions {
   /** The processors to run; every kind this build has unless a test brings its own. */
@@ -43,7 +45,12 @@ export async function startWorker(config: Config, log: Logger, opts: WorkerOptio
     // The same grace a gateway gives in-flight requests on SIGTERM.
     closeGraceMs: config.realtime.drainMs,
   });
+  // Ending idle sessions is safe on several workers at once: each end is a guarded update.
+  const sweeper = createSessionSweeper(core, log);
+  let tierSweep: { stop(): void } | undefined;
   const stop = async () => {
+    tierSweep?.stop();
+    await sweeper.stop();
     await queue.close();
     unsubscribe();
     publisher.disconnect();
@@ -52,6 +59,8 @@ export async function startWorker(config: Config, log: Logger, opts: WorkerOptio
   try {
     const processors = (opts.createProcessors ?? createProcessors)({ core, log });
     await queue.work(processors);
+    sweeper.start();
+    tierSweep = startTieringSweep({ db: core.db, queue, intervalMs: config.tiering.intervalMs, log });
     return { kinds: Object.keys(processors), stop };
   } catch (err) {
     await stop();

@@ -1,6 +1,6 @@
 import type { TenantContext } from '../../src/tenancy/index.js';
 
-export type HttpMethod = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** What a handler gets once transport, auth and body parsing are done. */
 export interface RouteCall {

@@ -109,7 +109,7 @@ function decodeParams(names: readonly string[], req: uWS.HttpRequest): Record<st
   return params;
 }
 
-const UWS_METHOD = { GET: 'get', POST: 'post', PATCH: 'patch', DELETE: 'del' } as const;
+const UWS_METHOD = { GET: 'get', POST: 'post', PUT: 'put', PATCH: 'patch', DELETE: 'del' } as const;
 
 export function mountRoutes(
   app: uWS.TemplatedApp,

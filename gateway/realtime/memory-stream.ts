@@ -20,10 +20,10 @@ import { hasPermission, isValidId, requirePermission, type Permission, type Tena
 import { Rooms, type Broadcaster, type Connection, type RealtimeExtension } from './types.js';
 
 /** Tenant-wide event types and the topic room each goes to. */
-const TOPIC_OF_EVENT: Readonly<Record<string, Topic>> = { 'graph.changed': 'graph', 'job.failed': 'jobs' };
+const TOPIC_OF_EVENT: Readonly<Record<string, Topic>> = { 'graph.changed': 'graph', 'job.failed': 'jobs', 'budget.warning': 'budget', 'budget.exceeded': 'budget' };
 
 /** Reading a topic needs what reading its source needs: jobs are an admin's concern. */
-const TOPIC_PERMISSION: Readonly<Record<Topic, Permission>> = { graph: 'memory:read', jobs: 'jobs:manage' };
+const TOPIC_PERMISSION: Readonly<Record<Topic, Permission>> = { graph: 'memory:read', jobs: 'jobs:manage', budget: 'budget:manage' };
 
 /**
  * The rooms an event is delivered to: a topic's room for tenant-wide events, else the memory's

@@ -3,3 +3,23 @@ export { OpenAiChatLlm, createLlm, chatCompletionsUrl, DEFAULT_LLM_RETRY } from 
 export type { Llm, LlmMessage, LlmRequest, LlmResponse, LlmRole, LlmUsage, OpenAiChatLlmOptions } from './llm.js';
 export { postJson, networkErrorCode } from './http.js';
 export type { PostJsonOptions, RetryPolicy } from './http.js';
+export { MeteredLlm, promptTokens } from './metered-llm.js';
+// Context Architect: summaries, context packing, the semantic answer cache.
+export { ExtractiveSummarizer, LlmSummarizer, createSummarizer, fitToTokens, splitSentences } from './summarizer.js';
+export type { Summarizer, SummaryCaps, LlmSummarizerOptions, Sentence } from './summarizer.js';
+export { SummaryService } from './summaries.js';
+export type { SummarizeOptions, SummarizeOutcome, SummarizeStatus, SummaryServiceOptions, SummarySource } from './summaries.js';
+export { ContextArchitect, createContextServices, levelFor, packContext } from './context.js';
+export type { ContextArchitectOptions, ContextServices, ContextServicesOptions, ContextStats, LevelThresholds, PackCandidate, PackedContext } from './context.js';
+export { MemoryAnswerStore, RedisAnswerStore, SemanticAnswerCache } from './answer-cache.js';
+export type { AnswerCacheStats, AnswerEntry, AnswerSource, AnswerStore, CachedAnswer, SemanticAnswerCacheOptions } from './answer-cache.js';
+export { ContextApi, type ContextApiOptions } from './context-api.js';
+// Note-taking and hindsight learning: trajectories, redaction, distilled notes, error patterns.
+export { capUtf8, looksLikeToken, redactText, sanitiseForStorage, type CappedText, type Redacted, type RedactionKind } from './redact.js';
+export { errorSignature, normaliseErrorMessage, stackFrames, type ErrorSignature } from './signature.js';
+export { SESSION_SWEEPER_ACTOR, SessionSweeper, TrajectoryStore } from './trajectories.js';
+export type { SessionSegment, SessionSweeperOptions, ToolStats, TrajectoryStoreOptions } from './trajectories.js';
+export { DISTILL_JOB, NOTE_TAKER_ACTOR, NoteDistiller, extractiveNote, isStateChangingTool, parseLlmNote, renderNote, sessionSignificance } from './notes.js';
+export type { DistillOutcome, NoteBody, NoteDistillerOptions, Significance } from './notes.js';
+export { HINDSIGHT_ACTOR, HindsightService, recency, successRate, type HindsightServiceOptions } from './hindsight.js';
+export { AgentsApi, createAgentsApi, createNoteDistiller, createSessionSweeper, createTrajectoryStore, type AgentsDeps } from './agents-api.js';

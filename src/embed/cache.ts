@@ -1,19 +1,23 @@
 import { Redis } from 'ioredis';
-import { AeternaError } from '../protocol/index.js';
+import { AeternaError, type EmbedCacheCounts } from '../protocol/index.js';
 import { isValidId } from '../tenancy/index.js';
-import type { EmbeddingCache, EmbeddingCacheKey } from './types.js';
+import { zeroCounts } from './counters.js';
+import { bestMatches, scopeKey, validateOptions, type SemanticIndexOptions } from './semantic.js';
+import type { CacheCounters, EmbeddingCache, EmbeddingCacheKey, SemanticEntry, SemanticIndex, SemanticMatch, SemanticScope } from './types.js';
 
 /**
  * `t:{tenantId}:emb:{model}:{contentHash}`: tenant first, like every Redis key (ARCHITECTURE.md),
  * so a tenant's data can be found and erased by prefix. Model names may contain ':' (Ollama tags
  * do), which stays unambiguous only because tenant ids cannot and the hash has a fixed length,
- * hence the checks: a malformed part could otherwise alias another tenant's key.
+ * hence the checks: a malformed part could otherwise alias another tenant's key. The semantic
+ * level's `…:{model}:sketches-v1` and the counters' `t:{tenantId}:emb:counters` end in letters
+ * no hash contains, so they can never collide with an exact entry.
  */
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
 function cacheKeyString(key: EmbeddingCacheKey): string {
-  if (!isValidId(key.tenantId)) throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: invalid tenant id');
-  if (!/^[0-9a-f]{64}$/.test(key.contentHash)) throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: contentHash must be sha256 hex');
-  if (key.model === '') throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: model must not be empty');
-  return `t:${key.tenantId}:emb:${key.model}:${key.contentHash}`;
+  if (!SHA256_HEX.test(key.contentHash)) throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: contentHash must be sha256 hex');
+  return `${scopeKey(key)}:${key.contentHash}`;
 }
 
 interface MemoryEntry {
@@ -125,22 +129,25 @@ export class RedisEmbeddingCache implements EmbeddingCache {
 
   async get(key: EmbeddingCacheKey): Promise<Float32Array | undefined> {
     const k = cacheKeyString(key);
-    try {
+    return this.attempt(async () => {
       const buf = await this.client.getBuffer(k);
       return buf ? decodeVector(buf) : undefined;
-    } catch {
-      this.errorCount++;
-      return undefined;
-    }
+    }, undefined);
   }
 
   async set(key: EmbeddingCacheKey, vector: Float32Array): Promise<void> {
     const k = cacheKeyString(key);
-    try {
-      await this.client.set(k, encodeVector(vector), 'EX', this.ttlSec);
-    } catch {
-      this.errorCount++;
-    }
+    await this.attempt(async () => void (await this.client.set(k, encodeVector(vector), 'EX', this.ttlSec)), undefined);
+  }
+
+  /** The semantic level on this cache's connection (closing the cache closes it). */
+  semanticIndex(opts: SemanticIndexOptions & { mirrorMs?: number }): SemanticIndex {
+    return new RedisSemanticIndex(this.client, (work, fallback) => this.attempt(work, fallback), opts);
+  }
+
+  /** Per-tenant hit/miss counters on this cache's connection, shared by every node. */
+  counters(): CacheCounters {
+    return new RedisCacheCounters(this.client, (work, fallback) => this.attempt(work, fallback));
   }
 
   async close(): Promise<void> {
@@ -151,4 +158,161 @@ export class RedisEmbeddingCache implements EmbeddingCache {
       this.client.disconnect();
     }
   }
+
+  private async attempt<T>(work: () => Promise<T>, fallback: T): Promise<T> {
+    try {
+      return await work();
+    } catch {
+      this.errorCount++;
+      return fallback;
+    }
+  }
+}
+
+/** Runs Redis work, counting a failure and answering `fallback` instead of throwing. */
+type Attempt = <T>(work: () => Promise<T>, fallback: T) => Promise<T>;
+
+const HASH_BYTES = 32;
+
+/** Scopes whose recent set a node keeps a copy of; past this the least recently read is dropped. */
+const MIRRORED_SCOPES = 256;
+
+interface Mirrored {
+  /** Node-clock time of the read from Redis. */
+  readAt: number;
+  /** Members (raw hash + sketch) with the time each was added, oldest first. */
+  members: { member: Buffer; at: number }[];
+}
+
+/**
+ * The semantic level in Redis: per (tenant, model) one sorted set whose members are the raw
+ * sha256 of a text followed by its int8 sketch, scored by when it was added; an add trims
+ * expired and surplus members in the same MULTI, and the same text re-added only moves its score.
+ *
+ * Reading the set costs one round trip of up to `maxPerScope` × 288 bytes (74 KiB at 256) and
+ * parsing as many replies, a few ms of CPU on a busy node. So each node reads a scope at most
+ * every `mirrorMs` (1 s) and compares against its copy in between, adding its own new entries to
+ * it at once: another node's text becomes a candidate here up to `mirrorMs` late, a missed hit at
+ * worst. `mirrorMs: 0` reads Redis on every lookup.
+ */
+class RedisSemanticIndex implements SemanticIndex {
+  private readonly ttlMs: number;
+  private readonly mirrorMs: number;
+  private readonly now: () => number;
+  private readonly mirrors = new Map<string, Mirrored>();
+
+  constructor(
+    private readonly client: Redis,
+    private readonly attempt: Attempt,
+    private readonly opts: SemanticIndexOptions & { mirrorMs?: number },
+  ) {
+    validateOptions(opts);
+    this.ttlMs = opts.ttlSec * 1000;
+    this.mirrorMs = opts.mirrorMs ?? 1000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  async nearest(scope: SemanticScope, sketches: readonly Int8Array[], minSimilarity: number): Promise<(SemanticMatch | undefined)[]> {
+    const key = sketchesKey(scope);
+    const now = this.now();
+    const oldest = now - this.ttlMs;
+    let mirrored = this.mirrors.get(key);
+    if (!mirrored || now - mirrored.readAt >= this.mirrorMs || now < mirrored.readAt) {
+      const reply = await this.attempt(() => this.client.zrangebyscoreBuffer(key, `(${oldest}`, '+inf', 'WITHSCORES'), []);
+      const members: Mirrored['members'] = [];
+      for (let i = 0; i + 1 < reply.length; i += 2) members.push({ member: reply[i] as Buffer, at: Number((reply[i + 1] as Buffer).toString()) });
+      mirrored = { readAt: now, members };
+    }
+    this.remember(key, mirrored);
+    // Views into the replies, no copies; only a winner's hash is ever hex-encoded.
+    const candidates = mirrored.members
+      .filter((m) => m.at > oldest && m.member.length > HASH_BYTES)
+      .map(({ member }) => ({ key: member, sketch: new Int8Array(member.buffer, member.byteOffset + HASH_BYTES, member.length - HASH_BYTES) }));
+    return bestMatches(sketches, candidates, minSimilarity).map((best) =>
+      best ? { contentHash: best.key.subarray(0, HASH_BYTES).toString('hex'), similarity: best.similarity } : undefined,
+    );
+  }
+
+  async add(scope: SemanticScope, entries: readonly SemanticEntry[]): Promise<void> {
+    const valid = entries.filter((e) => SHA256_HEX.test(e.contentHash));
+    if (valid.length === 0) return;
+    const key = sketchesKey(scope);
+    const now = this.now();
+    const members = valid.map((e) => Buffer.concat([Buffer.from(e.contentHash, 'hex'), Buffer.from(e.sketch.buffer, e.sketch.byteOffset, e.sketch.byteLength)]));
+    const mirrored = this.mirrors.get(key);
+    if (mirrored) {
+      mirrored.members.push(...members.map((member) => ({ member, at: now })));
+      mirrored.members.splice(0, Math.max(0, mirrored.members.length - this.opts.maxPerScope));
+    }
+    await this.attempt(async () => {
+      await this.client
+        .multi()
+        .zadd(key, ...members.flatMap((member) => [now, member]))
+        .zremrangebyscore(key, '-inf', now - this.ttlMs)
+        .zremrangebyrank(key, 0, -(this.opts.maxPerScope + 1))
+        .pexpire(key, this.ttlMs)
+        .exec();
+    }, undefined);
+  }
+
+  async close(): Promise<void> {
+    // The connection belongs to the RedisEmbeddingCache.
+    this.mirrors.clear();
+  }
+
+  private remember(key: string, mirrored: Mirrored): void {
+    this.mirrors.delete(key);
+    this.mirrors.set(key, mirrored);
+    for (const stale of this.mirrors.keys()) {
+      if (this.mirrors.size <= MIRRORED_SCOPES) break;
+      this.mirrors.delete(stale);
+    }
+  }
+}
+
+function sketchesKey(scope: SemanticScope): string {
+  return `${scopeKey(scope)}:sketches-v1`;
+}
+
+const COUNTER_FIELDS = ['exact_hits', 'exact_misses', 'semantic_hits', 'semantic_misses'] as const;
+
+/** Per-tenant counters in one Redis hash, `t:{tenantId}:emb:counters`, added to by every node. */
+class RedisCacheCounters implements CacheCounters {
+  readonly scope = 'cluster';
+
+  constructor(
+    private readonly client: Redis,
+    private readonly attempt: Attempt,
+  ) {}
+
+  async add(tenantId: string, c: EmbedCacheCounts): Promise<void> {
+    const key = countersKey(tenantId);
+    const values = [c.exact.hits, c.exact.misses, c.semantic.hits, c.semantic.misses];
+    const pipeline = this.client.pipeline();
+    COUNTER_FIELDS.forEach((field, i) => {
+      const n = values[i] ?? 0;
+      if (n > 0) pipeline.hincrby(key, field, n);
+    });
+    if (pipeline.length === 0) return;
+    await this.attempt(async () => void (await pipeline.exec()), undefined);
+  }
+
+  async read(tenantId: string): Promise<EmbedCacheCounts> {
+    const key = countersKey(tenantId);
+    const raw = await this.attempt(() => this.client.hgetall(key), {});
+    const n = (field: (typeof COUNTER_FIELDS)[number]) => Number(raw[field] ?? 0) || 0;
+    const out = zeroCounts();
+    out.exact = { hits: n('exact_hits'), misses: n('exact_misses') };
+    out.semantic = { hits: n('semantic_hits'), misses: n('semantic_misses') };
+    return out;
+  }
+
+  async close(): Promise<void> {
+    // The connection belongs to the RedisEmbeddingCache.
+  }
+}
+
+function countersKey(tenantId: string): string {
+  if (!isValidId(tenantId)) throw new AeternaError('INVALID_ARGUMENT', 'embedding cache: invalid tenant id');
+  return `t:${tenantId}:emb:counters`;
 }

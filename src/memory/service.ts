@@ -15,12 +15,14 @@ import {
   type EventEnvelope,
   type Layer,
   type Memory,
+  type Tier,
 } from '../protocol/index.js';
 import { newId, type Db, type Sql } from '../store/index.js';
 import { actorOf, requirePermission, type TenantContext } from '../tenancy/index.js';
 import { binder, scopeFilterSql, type VectorIndex } from '../vector/index.js';
 import { importanceAfterFeedback, rankScore } from './ranking.js';
 import { layerRank, mayAccessScope, resolveReadScopes, resolveWriteScope, seesEveryUserLayer } from './scope.js';
+import type { ColdRestorer } from './tiering.js';
 
 export interface MemoryServiceOptions {
   db: Db;
@@ -33,6 +35,8 @@ export interface MemoryServiceOptions {
   recencyHalfLifeDays: number;
   /** Told after every committed write, so the relay can deliver without waiting for its poll. */
   commits?: CommitSignal;
+  /** Brings cold memories back when they are used; without it, using one is UNAVAILABLE. */
+  cold?: ColdRestorer;
 }
 
 export interface AddResult {
@@ -87,10 +91,12 @@ interface MemoryRow {
   created_at: Date;
   updated_at: Date;
   deleted_at: Date | null;
+  tier: Tier;
+  cold_key: string | null;
 }
 
 const COLUMNS = `id, tenant_id, layer, scope_id, content, metadata, tags, importance, content_hash, version,
-  access_count, last_accessed_at, created_by, created_at, updated_at, deleted_at`;
+  access_count, last_accessed_at, created_by, created_at, updated_at, deleted_at, tier, cold_key`;
 
 function toMemory(row: MemoryRow): Memory {
   return {
@@ -109,6 +115,7 @@ function toMemory(row: MemoryRow): Memory {
     createdBy: row.created_by,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
+    tier: row.tier,
   };
 }
 
@@ -152,7 +159,7 @@ export class MemoryService {
       ]);
       const twin = await this.findTwin(sql, ctx.tenantId, input.layer, scopeId, hash, vector);
       if (twin) {
-        const merged = await this.mergeInto(sql, ctx, twin.row, input, hash, vector);
+        const merged = await this.mergeInto(sql, ctx, await this.thaw(sql, ctx, twin.row), input, hash, vector);
         return { memory: merged, deduplicated: true, duplicateOf: twin.row.id, similarity: twin.similarity };
       }
       const id = newId();
@@ -182,7 +189,8 @@ export class MemoryService {
   async get(ctx: TenantContext, rawId: unknown): Promise<Memory> {
     requirePermission(ctx, 'memory:read');
     const id = parseInput(memoryIdSchema, rawId, 'memory id');
-    return this.opts.db.withTenant(ctx.tenantId, async (sql) => {
+    let thawed = false;
+    const memory = await this.opts.db.withTenant(ctx.tenantId, async (sql) => {
       const res = await sql.query<MemoryRow>(
         `UPDATE memories SET access_count = access_count + 1, last_accessed_at = now()
           WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL
@@ -192,8 +200,13 @@ export class MemoryService {
       );
       const row = res.rows[0];
       if (!row) throw notFound(id);
-      return toMemory(row);
+      if (row.tier !== 'cold') return toMemory(row);
+      // The whole memory, restored by this access; `tier` says where this read was served from.
+      thawed = true;
+      return { ...toMemory(await this.thaw(sql, ctx, row)), tier: 'cold' as const };
     });
+    if (thawed) this.opts.commits?.notify(ctx.tenantId);
+    return memory;
   }
 
   /**
@@ -389,7 +402,7 @@ export class MemoryService {
     return EventLog.append(sql, ctx.tenantId, { type, actor: actorOf(ctx), data, ...(ctx.traceId ? { traceId: ctx.traceId } : {}) });
   }
 
-  /** The live memory, row-locked for the rest of the transaction; another user's private ones look absent. */
+  /** The live memory (a cold one restored), row-locked for the rest of the transaction; another user's private ones look absent. */
   private async lockLive(sql: Sql, ctx: TenantContext, id: string): Promise<MemoryRow> {
     const res = await sql.query<MemoryRow>(
       `SELECT ${COLUMNS} FROM memories WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE`,
@@ -397,7 +410,21 @@ export class MemoryService {
     );
     const row = res.rows[0];
     if (!row || !mayAccessScope(ctx, row.layer, row.scope_id)) throw notFound(id);
-    return row;
+    return this.thaw(sql, ctx, row);
+  }
+
+  /**
+   * A cold stub made whole again inside the caller's transaction, before anything reads or
+   * merges its content: a write to a stub would otherwise lose the archived text and metadata.
+   * The row must already be locked (FOR UPDATE, or an UPDATE of it).
+   */
+  private async thaw(sql: Sql, ctx: TenantContext, row: MemoryRow): Promise<MemoryRow> {
+    if (row.tier !== 'cold') return row;
+    if (!this.opts.cold) throw new AeternaError('UNAVAILABLE', `memory ${row.id} is in cold storage and no cold store is configured`, { id: row.id });
+    const stub = { id: row.id, layer: row.layer, scopeId: row.scope_id, contentHash: row.content_hash, version: row.version, coldKey: row.cold_key };
+    await this.opts.cold.restoreLocked(sql, ctx.tenantId, stub, actorOf(ctx), ctx.traceId);
+    const res = await sql.query<MemoryRow>(`SELECT ${COLUMNS} FROM memories WHERE id = $1`, [row.id]);
+    return res.rows[0] as MemoryRow;
   }
 
   private async findTwin(

@@ -16,6 +16,10 @@ export const SCOPE_FIELD = {
 } as const satisfies Record<Layer, string>;
 export type ScopeField = (typeof SCOPE_FIELD)[Layer];
 
+/** Storage tiers, hottest first: hot and warm live in the table, cold in Parquet behind a stub. */
+export const TIERS = ['hot', 'warm', 'cold'] as const;
+export type Tier = (typeof TIERS)[number];
+
 export const FEEDBACK_TYPES = ['helpful', 'irrelevant', 'outdated', 'inaccurate', 'duplicate'] as const;
 export type FeedbackType = (typeof FEEDBACK_TYPES)[number];
 
@@ -148,6 +152,12 @@ export interface Memory {
   createdBy: Actor;
   createdAt: string;
   updatedAt: string;
+  /**
+   * The storage tier this read was served from (src/memory/tiering.ts): a `cold` memory is a stub
+   * whose `content` is a short preview and whose `metadata` is archived; a get restores it. Absent
+   * on memories inside events written before tiering existed.
+   */
+  tier?: Tier;
 }
 
 /** Every server-to-client event, on every transport (ARCHITECTURE.md). */
@@ -171,4 +181,20 @@ export const EVENT_TYPES = {
   graphChanged: 'graph.changed',
   /** A job exhausted its retries and was dead-lettered (topic `jobs`). */
   jobFailed: 'job.failed',
+  /** Note-taking: a session began capturing trajectories (or resumed after it ended); session layer. */
+  sessionStarted: 'session.started',
+  /** Note-taking: a session ended (session.end or the idle sweep); asks for `cca.distill`. */
+  sessionEnded: 'session.ended',
+  /** Note-taking: a session's distilled note was written (at the note memory's layer). */
+  noteCreated: 'note.created',
+  /** Hindsight: an error pattern with a working resolution was promoted to the team layer. */
+  hindsightPattern: 'hindsight.pattern',
+  /** A memory's summaries were (re)made for its current content: data {memoryId, layer, scopeId, contentHash, summarizer, levels}. */
+  summaryReady: 'summary.ready',
+  /** A tenant's token usage reached the warning fraction (80 %) of a limit: once per (kind, period). */
+  budgetWarning: 'budget.warning',
+  /** A tenant's token usage reached a limit (or a call was refused at it): once per (kind, period). */
+  budgetExceeded: 'budget.exceeded',
+  /** A memory moved between storage tiers: data {id, layer, scopeId, from, to}. */
+  memoryTiered: 'memory.tiered',
 } as const;

@@ -42,6 +42,23 @@ export const CLIENT_EVENTS = {
   graphUpsertEdge: 'graph.upsertEdge',
   /** Admin: write a snapshot of the tenant's graph now. */
   graphSnapshot: 'graph.snapshot',
+  /** Note-taking: record one tool call (or `{events: [...]}`) of a session. */
+  trajectoryCapture: 'trajectory.capture',
+  /** Note-taking: the session is over; its trajectory is distilled into a note. */
+  sessionEnd: 'session.end',
+  hindsightReport: 'hindsight.report',
+  hindsightQuery: 'hindsight.query',
+  hindsightResolve: 'hindsight.resolve',
+  /** Context Architect: pack the memories relevant to a query into a token budget. */
+  contextAssemble: 'context.assemble',
+  /** A memory's three summary levels. */
+  memorySummaries: 'memory.summaries',
+  /** Admin: the tenant's token budgets (limits, usage, resets). */
+  budgetGet: 'budget.get',
+  /** Admin: set or clear the tenant's budget overrides. */
+  budgetSet: 'budget.set',
+  /** Admin: token usage plus the embedding cache's hit/miss counters. */
+  usageGet: 'usage.get',
 } as const;
 
 /** Server → client events besides the memory event types of EVENT_TYPES. */
@@ -115,7 +132,7 @@ export interface PresenceMember {
 }
 
 /** Tenant-wide event streams a client can subscribe to, beside its layers. */
-export const TOPICS = ['graph', 'jobs'] as const;
+export const TOPICS = ['graph', 'jobs', 'budget'] as const;
 export type Topic = (typeof TOPICS)[number];
 
 export const subscribeSchema = z

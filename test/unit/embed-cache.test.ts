@@ -116,19 +116,32 @@ describe('CachingEmbeddingService', () => {
     expect(embedder.calls).toEqual([['aa', 'b', 'cccc']]);
     expect(first.map(lengthOf)).toEqual([2, 1, 2, 4]);
     expect(first[0]).not.toBe(first[2]); // duplicates are independent copies
-    expect(svc.stats()).toEqual({ hits: 0, misses: 3 });
+    expect(svc.stats()).toMatchObject({ hits: 0, misses: 3 });
 
     const second = await svc.embed('t1', ['cccc', 'dd', 'aa']);
     expect(embedder.calls).toEqual([['aa', 'b', 'cccc'], ['dd']]);
     expect(second.map(lengthOf)).toEqual([4, 2, 2]);
     expect(Array.from(second[0] ?? [])).toEqual(Array.from(first[3] ?? []));
-    expect(svc.stats()).toEqual({ hits: 2, misses: 4 });
+    expect(svc.stats()).toMatchObject({ hits: 2, misses: 4 });
 
     await svc.embed('t1', ['aa', 'b']);
     expect(embedder.calls).toHaveLength(2);
-    expect(svc.stats()).toEqual({ hits: 4, misses: 4 });
+    expect(svc.stats()).toEqual({ hits: 4, misses: 4, exact: { hits: 4, misses: 4 }, semantic: { hits: 0, misses: 0 } });
     expect(await svc.embed('t1', [])).toEqual([]);
     expect(embedder.calls).toHaveLength(2);
+  });
+
+  it('keys and embeds the normalised text: NFC, LF line ends, trimmed; case and inner spacing still count', async () => {
+    const { embedder, svc } = service();
+    await svc.embed('t1', ['  Cafe\u0301 menu\r\nline two \n']);
+    expect(embedder.calls).toEqual([['Caf\u00e9 menu\nline two']]);
+    await svc.embed('t1', ['Caf\u00e9 menu\nline two', '\tCafe\u0301 menu\rline two']);
+    expect(embedder.calls).toHaveLength(1);
+    await svc.embed('t1', ['caf\u00e9 menu\nline two', 'Caf\u00e9  menu\nline two']);
+    expect(embedder.calls[1]).toEqual(['caf\u00e9 menu\nline two', 'Caf\u00e9  menu\nline two']);
+    // Whitespace alone is sent as it is (providers may refuse an empty input).
+    await svc.embed('t1', ['   ']);
+    expect(embedder.calls[2]).toEqual(['   ']);
   });
 
   it('misses for another tenant and for another model over the same cache', async () => {
@@ -141,7 +154,7 @@ describe('CachingEmbeddingService', () => {
     const b = service(new CountingEmbedder('model-b'), cache);
     await b.svc.embed('t1', ['hello']);
     expect(b.embedder.calls).toEqual([['hello']]);
-    expect(b.svc.stats()).toEqual({ hits: 0, misses: 1 });
+    expect(b.svc.stats()).toMatchObject({ hits: 0, misses: 1 });
   });
 
   it('treats a failing or wrong-sized cache as a miss and still embeds', async () => {
@@ -186,7 +199,7 @@ describe('CachingEmbeddingService', () => {
     expect(svc.dims).toBe(64);
     await svc.embed('t1', ['hello world']);
     await svc.embed('t1', ['hello world']);
-    expect(svc.stats()).toEqual({ hits: 1, misses: 1 });
+    expect(svc.stats()).toMatchObject({ hits: 1, misses: 1 });
     await svc.close();
 
     const remote = createEmbeddingService({
@@ -195,7 +208,21 @@ describe('CachingEmbeddingService', () => {
     });
     expect(remote.model).toBe('nomic-embed-text');
     expect(remote.dims).toBe(768);
+    // The semantic level is for billable models only; the hashing embedder is its own sketch.
+    expect(await remote.cacheUsage('t1')).toMatchObject({ scope: 'process', semanticEnabled: false });
     await remote.close();
+    const withSemantic = createEmbeddingService({
+      embedder: { kind: 'openai', url: 'http://127.0.0.1:1/v1', model: 'nomic-embed-text', dims: 768, timeoutMs: 1_000 },
+      embedCache: { entries: 10, ttlSec: 60, semantic: { entries: 8, ttlSec: 60, threshold: 0.98 } },
+    });
+    expect(await withSemantic.cacheUsage('t1')).toMatchObject({ scope: 'process', semanticEnabled: true, model: 'nomic-embed-text' });
+    await withSemantic.close();
+    const hashing = createEmbeddingService({
+      embedder: { kind: 'hashing', dims: 64 },
+      embedCache: { entries: 10, ttlSec: 60, semantic: { entries: 8, ttlSec: 60, threshold: 0.98 } },
+    });
+    expect(await hashing.cacheUsage('t1')).toMatchObject({ semanticEnabled: false });
+    await hashing.close();
   });
 });
 
@@ -254,7 +281,7 @@ describe.skipIf(!redisUrl)('RedisEmbeddingCache (real Redis)', () => {
     const [second] = await two.embed(tenant, ['shared across nodes']);
     expect(counting.calls).toHaveLength(0);
     expect(Array.from(second ?? [])).toEqual(Array.from(first ?? []));
-    expect(two.stats()).toEqual({ hits: 1, misses: 0 });
+    expect(two.stats()).toMatchObject({ hits: 1, misses: 0 });
     await two.close();
   });
 });
@@ -273,7 +300,7 @@ describe('RedisEmbeddingCache (unreachable Redis)', () => {
     const svc = new CachingEmbeddingService(new HashingEmbedder(16), new RedisEmbeddingCache({ url: 'redis://127.0.0.1:1', ttlSec: 60 }));
     const [v] = await svc.embed('t1', ['still works']);
     expect(v).toHaveLength(16);
-    expect(svc.stats()).toEqual({ hits: 0, misses: 1 });
+    expect(svc.stats()).toMatchObject({ hits: 0, misses: 1 });
     await svc.close();
   });
 });

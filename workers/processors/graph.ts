@@ -40,7 +40,9 @@ function memoryOf(job: JobContext): Memory {
 export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobProcessor> {
   const { core, log } = deps;
   const graph: GraphStore = core.graph;
-  const extractor = deps.extractor ?? createExtractor(core.config.graph, core.llm);
+  // LLM extraction is charged to the job's tenant: one metered extractor per job.
+  const extractorFor = (tenantId: string): Extractor =>
+    deps.extractor ?? createExtractor(core.config.graph, core.meteredLlm?.forTenant(tenantId));
 
   /**
    * Every `snapshotEvery` graph batches of a tenant, the process that wrote the batch purges what
@@ -67,7 +69,7 @@ export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobPro
     const current = await core.memory.currentVersion(job.tenantId, memory.id);
     // A newer version has its own job, and a deleted memory its cascade: this event is history.
     if (current === null || current > memory.version) return;
-    const extraction = await extractor.extract(memory.content, { signal: job.signal });
+    const extraction = await extractorFor(job.tenantId).extract(memory.content, { signal: job.signal });
     const drafts = extractionToOps(extraction, { id: memory.id });
     if (job.event.type === 'memory.updated') {
       // Facts this memory stated before and no longer states end now; they are not deleted, so
