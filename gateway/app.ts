@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
-import { createAgentsApi, createSessionSweeper } from '../src/cca/index.js';
+import { ContextApi, createAgentsApi, createSessionSweeper } from '../src/cca/index.js';
 import type { Core } from '../src/core.js';
 import { DocStore } from '../src/docs/index.js';
 import { GraphApi } from '../src/graph/index.js';
@@ -12,6 +12,7 @@ import { createPipeline } from './http/pipeline.js';
 import { adminJobRoutes } from './http/admin-routes.js';
 import { budgetRoutes } from './http/budget-routes.js';
 import { agentsRoutes } from './http/agents-routes.js';
+import { contextRoutes } from './http/context-routes.js';
 import { graphRoutes } from './http/graph-routes.js';
 import { tieringRoutes } from './http/tier-routes.js';
 import { startTieringSweep } from '../workers/processors/tiering.js';
@@ -19,6 +20,7 @@ import { healthRoutes, memoryRoutes } from './http/routes.js';
 import { mountRoutes } from './http/uws.js';
 import { createAgentsExtension } from './realtime/agents.js';
 import { createBudgetExtension } from './realtime/budget.js';
+import { createContextExtension } from './realtime/context.js';
 import { createDocsExtension } from './realtime/docs.js';
 import { createGraphExtension } from './realtime/graph.js';
 import { createMemoryStreamExtension } from './realtime/memory-stream.js';
@@ -89,6 +91,8 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   realtime.use(createGraphExtension(graphApi));
   const budgetApi = new BudgetApi(core.budgets, core.embeddings);
   realtime.use(createBudgetExtension(budgetApi));
+  const contextApi = new ContextApi({ context: core.context, summaries: core.summaries, memory: core.memory, config: config.context });
+  realtime.use(createContextExtension(contextApi));
   const agentsApi = createAgentsApi(core);
   realtime.use(createAgentsExtension(agentsApi));
 
@@ -139,7 +143,7 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   }
 
   const pipeline = createPipeline(core.tokens, log);
-  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...graphRoutes(graphApi), ...agentsRoutes(agentsApi), ...tieringRoutes(core.tiering), ...adminJobRoutes({ deadLetters, queue: jobs }), ...budgetRoutes(budgetApi)], pipeline, {
+  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...graphRoutes(graphApi), ...agentsRoutes(agentsApi), ...contextRoutes(contextApi), ...tieringRoutes(core.tiering), ...adminJobRoutes({ deadLetters, queue: jobs }), ...budgetRoutes(budgetApi)], pipeline, {
     maxBodyBytes: config.limits.maxBodyBytes,
     log,
     inflight,

@@ -174,7 +174,8 @@ export function duckdbBytes(store: GraphStore, tenantId: string): Promise<number
 const num = (n: number | undefined, digits = 0): string =>
   n === undefined || !Number.isFinite(n) ? 'n/a' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 /** Milliseconds with the precision that matters at their size. */
-const ms = (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? 'n/a' : n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : num(n));
+const ms = (n: number | undefined): string =>
+  n === undefined || !Number.isFinite(n) ? 'n/a' : n < 0.1 ? n.toFixed(3) : n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : num(n);
 const pct = (share: number | undefined): string => (share === undefined ? '?' : `${Math.round(share * 100)}%`);
 const ratio = (n: number): string => (Number.isFinite(n) ? `**${n.toFixed(n < 10 ? 2 : 1)}×**` : 'n/a');
 const lat = (s: LatencyStats): string => `${ms(s.p50)} / ${ms(s.p95)} / ${ms(s.p99)}`;

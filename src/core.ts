@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Config } from './config.js';
 import { createEmbeddingService, type EmbeddingService } from './embed/index.js';
-import { MeteredLlm, createLlm, type Llm } from './cca/index.js';
+import { MeteredLlm, createContextServices, createLlm, type ContextArchitect, type Llm, type SummaryService } from './cca/index.js';
 import { CommitSignal } from './events/index.js';
 import { GraphSnapshotter, GraphStore, createSnapshotStore } from './graph/index.js';
 import { MemoryService, TieringService, createColdStore } from './memory/index.js';
@@ -29,6 +29,10 @@ export interface Core {
   readonly budgets: TokenBudgets;
   /** Hot/warm/cold classification and the cold archive (Parquet) behind memory stubs. */
   readonly tiering: TieringService;
+  /** The three summary levels of each memory (the cca.summarize job writes them). */
+  readonly summaries: SummaryService;
+  /** context.assemble: relevant memories packed into a token budget, with a semantic answer cache. */
+  readonly context: ContextArchitect;
   /** Fires after each committed write: the relay's cue to read the log. */
   readonly commits: CommitSignal;
   readonly tokens: TokenVerifier;
@@ -91,6 +95,16 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     dedupThreshold: config.memory.dedupThreshold,
     recencyHalfLifeDays: config.memory.recencyHalfLifeDays,
   });
+  // Summaries made by the LLM are charged to the tenant they are for.
+  const cca = createContextServices({
+    config,
+    db,
+    memory,
+    embeddings,
+    llm,
+    commits,
+    ...(meteredLlm ? { llmFor: (tenantId: string) => meteredLlm.forTenant(tenantId) } : {}),
+  });
   return {
     config,
     db,
@@ -103,11 +117,14 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     meteredLlm,
     budgets,
     tiering,
+    summaries: cca.summaries,
+    context: cca.context,
     commits,
     tokens,
     signingSecret,
     async close() {
       await graph.close();
+      await cca.close();
       await tiering.close();
       await Promise.allSettled([db.close(), embeddings.close()]);
     },

@@ -3,8 +3,8 @@ import type { JobQueue, JobSpec } from './types.js';
 
 /** Which job kinds each committed event type asks for. */
 export const JOB_ROUTES: Record<string, readonly string[]> = {
-  [EVENT_TYPES.memoryAdded]: ['graph.extract'],
-  [EVENT_TYPES.memoryUpdated]: ['graph.extract'],
+  [EVENT_TYPES.memoryAdded]: ['graph.extract', 'cca.summarize'],
+  [EVENT_TYPES.memoryUpdated]: ['graph.extract', 'cca.summarize'],
   [EVENT_TYPES.memoryDeleted]: ['graph.cascade'],
   // Once per session segment: the event is appended by the guarded update that ends it.
   [EVENT_TYPES.sessionEnded]: ['cca.distill'],

@@ -210,16 +210,17 @@ export class MemoryService {
   }
 
   /**
-   * Where a memory stands now, for workers acting on an older event of it: its current version,
-   * or null once it is deleted (or never existed). A system read: no roles, no access count.
+   * Where a memory stands now, for workers acting on an older event of it: its current version and
+   * content hash, or null once it is deleted (or never existed). A system read: no roles, no access count.
    */
-  async currentVersion(tenantId: string, id: string): Promise<number | null> {
+  async currentState(tenantId: string, id: string): Promise<{ version: number; contentHash: string } | null> {
     return this.opts.db.withTenant(tenantId, async (sql) => {
-      const res = await sql.query<{ version: number }>('SELECT version FROM memories WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL', [
-        id,
-        tenantId,
-      ]);
-      return res.rows[0]?.version ?? null;
+      const res = await sql.query<{ version: number; content_hash: string }>(
+        'SELECT version, content_hash FROM memories WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL',
+        [id, tenantId],
+      );
+      const row = res.rows[0];
+      return row ? { version: row.version, contentHash: row.content_hash } : null;
     });
   }
 

@@ -109,6 +109,15 @@ describe('graph job processors (PGlite)', () => {
     expect((await t.core.graph.sync('acme')).seq).toBe(head + 1);
   });
 
+  it('still extracts when a tags-only update landed before the job ran', async () => {
+    const { memory } = await t.core.memory.add(ctx, { layer: 'project', projectId: 'apollo', content: 'Radar Team owns Alert Router.' });
+    await t.core.memory.update(ctx, memory.id, { tags: ['ops'], version: memory.version });
+    // The add's job runs now, after the tags update (which implies no job of its own).
+    expect(await runNewJobs()).toBeGreaterThanOrEqual(1);
+    const node = await t.core.graph.node(ctx, { id: nodeIdFor('entity', 'Alert Router') });
+    expect(node.node.sourceMemoryId).toBe(memory.id);
+  });
+
   it('fails a malformed event for the dead letter instead of guessing', async () => {
     const extract = createProcessors({ core: t.core, log: createLogger('silent') })['graph.extract'] as (j: JobContext) => Promise<void>;
     const err = await rejectionOf(

@@ -66,9 +66,10 @@ export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobPro
 
   async function extract(job: JobContext): Promise<void> {
     const memory = memoryOf(job);
-    const current = await core.memory.currentVersion(job.tenantId, memory.id);
-    // A newer version has its own job, and a deleted memory its cascade: this event is history.
-    if (current === null || current > memory.version) return;
+    const current = await core.memory.currentState(job.tenantId, memory.id);
+    // Newer content has its own job, and a deleted memory its cascade: this event is history. A
+    // tags- or metadata-only update bumps the version but gets no job, so compare the content.
+    if (current === null || (current.version > memory.version && current.contentHash !== memory.contentHash)) return;
     const extraction = await extractorFor(job.tenantId).extract(memory.content, { signal: job.signal });
     const drafts = extractionToOps(extraction, { id: memory.id });
     if (job.event.type === 'memory.updated') {
@@ -89,7 +90,7 @@ export function graphProcessors(deps: GraphProcessorDeps): Record<string, JobPro
     if (written.applied) await maintain(job.tenantId, written.seq);
     // The memory may have been deleted while we extracted, and its cascade may already have run:
     // cascade again so nothing it alone produced outlives it.
-    if ((await core.memory.currentVersion(job.tenantId, memory.id)) === null) {
+    if ((await core.memory.currentState(job.tenantId, memory.id)) === null) {
       log.info({ tenantId: job.tenantId, memoryId: memory.id }, 'memory deleted during extraction: cascading again');
       await graph.cascadeMemory(job.tenantId, memory.id);
     }

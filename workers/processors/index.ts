@@ -3,6 +3,7 @@ import type { JobProcessor } from '../../src/jobs/index.js';
 import type { Logger } from '../../src/obs/index.js';
 import { graphProcessors } from './graph.js';
 import { notesProcessors } from './notes.js';
+import { summaryProcessors } from './summaries.js';
 import { tieringProcessors } from './tiering.js';
 
 /** What processors are built from; one process's worth, shared by every kind. */
@@ -13,5 +14,5 @@ export interface ProcessorDeps {
 
 /** Every job kind this build can run, by kind. A kind without a processor waits in its queue. */
 export function createProcessors(deps: ProcessorDeps): Record<string, JobProcessor> {
-  return { ...graphProcessors(deps), ...notesProcessors(deps), ...tieringProcessors({ tiering: deps.core.tiering, log: deps.log }) };
+  return { ...graphProcessors(deps), ...notesProcessors(deps), ...summaryProcessors(deps), ...tieringProcessors({ tiering: deps.core.tiering, log: deps.log }) };
 }
