@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { Packr } from 'msgpackr';
-import { cosine } from '../embed/index.js';
+import { cosine, openCacheRedis } from '../embed/index.js';
 import { AeternaError } from '../protocol/index.js';
 import type { Db } from '../store/index.js';
 import { isValidId } from '../tenancy/index.js';
@@ -127,8 +127,6 @@ export class MemoryAnswerStore<T> implements AnswerStore<T> {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const REDIS_CONNECT_TIMEOUT_MS = 2_000;
-const REDIS_COMMAND_TIMEOUT_MS = 500;
 
 /**
  * Answers shared by every node (cluster mode), tenant first like every key:
@@ -145,16 +143,7 @@ export class RedisAnswerStore<T> implements AnswerStore<T> {
   private errorCount = 0;
 
   constructor(private readonly opts: { url: string; ttlSec: number }) {
-    this.client = new Redis(opts.url, {
-      maxRetriesPerRequest: 1,
-      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-      retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
-    });
-    // Expected while Redis is down (the cache then misses); counted, not logged per error.
-    this.client.on('error', () => {
-      this.errorCount++;
-    });
+    this.client = openCacheRedis(opts.url, () => this.errorCount++);
   }
 
   get errors(): number {

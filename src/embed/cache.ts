@@ -80,6 +80,22 @@ export class MemoryEmbeddingCache implements EmbeddingCache {
 const REDIS_CONNECT_TIMEOUT_MS = 2_000;
 const REDIS_COMMAND_TIMEOUT_MS = 500;
 
+/**
+ * A Redis connection for a cache: short timeouts, one retry per command, and reconnection in the
+ * background (the cache comes back with Redis, never slower than every 2 s). A cache treats Redis
+ * errors as misses, so they are counted through `onError`, not logged one by one.
+ */
+export function openCacheRedis(url: string, onError: () => void): Redis {
+  const client = new Redis(url, {
+    maxRetriesPerRequest: 1,
+    connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
+  });
+  client.on('error', onError);
+  return client;
+}
+
 function encodeVector(vector: Float32Array): Buffer {
   const buf = Buffer.allocUnsafe(vector.length * 4);
   vector.forEach((x, i) => buf.writeFloatLE(x, i * 4));
@@ -109,18 +125,7 @@ export class RedisEmbeddingCache implements EmbeddingCache {
       throw new AeternaError('INVALID_ARGUMENT', 'embedding cache ttlSec must be a positive integer');
     }
     this.ttlSec = opts.ttlSec;
-    this.client = new Redis(opts.url, {
-      lazyConnect: false,
-      maxRetriesPerRequest: 1,
-      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-      // Keep reconnecting in the background (the cache comes back with Redis), but never slower than every 2 s.
-      retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
-    });
-    // Without a listener ioredis prints every connection error; here they are expected and counted.
-    this.client.on('error', () => {
-      this.errorCount++;
-    });
+    this.client = openCacheRedis(opts.url, () => this.errorCount++);
   }
 
   get errors(): number {

@@ -13,7 +13,7 @@ export type {
 } from './types.js';
 export { HashingEmbedder } from './hashing.js';
 export { OpenAIEmbedder } from './openai.js';
-export { MemoryEmbeddingCache, RedisEmbeddingCache } from './cache.js';
+export { MemoryEmbeddingCache, RedisEmbeddingCache, openCacheRedis } from './cache.js';
 export { MemoryCacheCounters } from './counters.js';
 export { MemorySemanticIndex, SKETCH_DIMS, sketchCosine, sketchTexts, type SemanticIndexOptions } from './semantic.js';
 export { CachingEmbeddingService, createEmbeddingService, type CachingEmbeddingServiceOptions, type CreateEmbeddingServiceOptions } from './service.js';
