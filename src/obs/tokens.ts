@@ -16,5 +16,12 @@ export function countTokens(text: string): number {
 export function truncateToTokens(text: string, maxTokens: number): string {
   if (maxTokens <= 0) return '';
   const tokens = encode(text, PLAIN_TEXT);
-  return tokens.length <= maxTokens ? text : decode(tokens.slice(0, maxTokens));
+  if (tokens.length <= maxTokens) return text;
+  // A token boundary can fall inside a multi-byte character (emoji, CJK): its partial bytes decode
+  // to U+FFFD. Drop tokens until what is left is a true prefix of the text.
+  for (let n = maxTokens; n > 0; n--) {
+    const cut = decode(tokens.slice(0, n));
+    if (text.startsWith(cut)) return cut;
+  }
+  return '';
 }

@@ -23,4 +23,13 @@ describe('token counting', () => {
     expect(truncateToTokens('short', 100)).toBe('short');
     expect(truncateToTokens('anything', 0)).toBe('');
   });
+
+  it('never cuts inside a character: the result is always a prefix', () => {
+    const text = '😀🎉👩‍👩‍👧‍👦 日本語のテキスト 🏳️‍🌈 done';
+    for (let n = 0; n <= countTokens(text); n++) {
+      const cut = truncateToTokens(text, n);
+      expect(text.startsWith(cut), `budget ${n}: ${JSON.stringify(cut)}`).toBe(true);
+      expect(countTokens(cut)).toBeLessThanOrEqual(n);
+    }
+  });
 });
