@@ -6,6 +6,7 @@
  * Prints one JSON line `{"graphCold": ColdResult}` on stdout.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../src/config.js';
@@ -45,12 +46,9 @@ async function main(): Promise<ColdResult> {
   const db = await openDb(config.database);
   let restoreMs: number | undefined;
   let restorer: GraphSnapshotRestorer | undefined;
+  const tmpDir = path.join(os.tmpdir(), `aeterna-bench-cold-${process.pid}`);
   if (mode === 'snapshot') {
-    const snapshotter = new GraphSnapshotter({
-      store: createSnapshotStore(config.graph.snapshots),
-      tmpDir: path.join(os.tmpdir(), `aeterna-bench-cold-${process.pid}`),
-      log,
-    });
+    const snapshotter = new GraphSnapshotter({ store: createSnapshotStore(config.graph.snapshots), tmpDir, log });
     restorer = {
       async restore(conn, tenant) {
         const started = performance.now();
@@ -98,6 +96,8 @@ async function main(): Promise<ColdResult> {
   } finally {
     await store.close();
     await db.close();
+    // The snapshotter empties its scratch folders but leaves their parent.
+    rmSync(tmpDir, { recursive: true, force: true });
   }
 }
 
