@@ -23,7 +23,10 @@ describe('graph job processors (PGlite)', () => {
   async function newJobs(): Promise<JobContext[]> {
     const page = await t.core.db.withTenant('acme', (sql) => EventLog.read(sql, 'acme', since, 1000));
     if (page.events.length > 0) since = (page.events[page.events.length - 1] as EventEnvelope).seq;
-    return jobsForEvents('acme', page.events).map((spec) => ({ ...spec, attempt: 1, signal: new AbortController().signal }));
+    // The graph's own jobs: the same events also imply others (summaries), tested elsewhere.
+    return jobsForEvents('acme', page.events)
+      .filter((spec) => spec.kind.startsWith('graph.'))
+      .map((spec) => ({ ...spec, attempt: 1, signal: new AbortController().signal }));
   }
 
   async function runNewJobs(processors = createProcessors({ core: t.core, log: createLogger('silent') })): Promise<number> {

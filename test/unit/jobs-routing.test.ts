@@ -18,7 +18,9 @@ describe('jobsForEvents', () => {
     const jobs = jobsForEvents('acme', events);
     expect(jobs.map((j) => [j.kind, j.event.seq])).toEqual([
       ['graph.extract', 1],
+      ['cca.summarize', 1],
       ['graph.extract', 3],
+      ['cca.summarize', 3],
       ['graph.cascade', 4],
     ]);
     for (const job of jobs) {
