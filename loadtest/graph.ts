@@ -5,7 +5,7 @@
  * whole log). `npm run bench:graph -- --help`. Never part of `npm test`. See "graph" in
  * loadtest/README.md.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -39,7 +39,7 @@ import {
   type QueryResult,
 } from './graph-report.js';
 import { CONTENDED_ROUND, median } from './report.js';
-import { armHardTimeout, intSetting, machineInfo, sleep } from './settings.js';
+import { armHardTimeout, intSetting, loud, machineInfo, ownResources, say, sleep } from './settings.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.join(HERE, 'results');
@@ -142,24 +142,7 @@ function readConfig(argv: string[]): BenchConfig | undefined {
   return cfg;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Everything this run owns, so that an early exit (hard timeout, Ctrl-C, a crash) still releases it.
-
-const owned = { children: new Set<ChildProcess>(), dirs: new Set<string>() };
-
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => process.exit(128 + os.constants.signals[signal]));
-process.on('exit', () => {
-  for (const child of owned.children) if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
-  for (const dir of owned.dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function say(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
-
-function loud(line: string): void {
-  say(`\n!!! ${line}\n`);
-}
+const owned = ownResources();
 
 const elapsedSince = (started: number): number => (performance.now() - started) / 1000;
 

@@ -30,7 +30,7 @@ import {
   type Transport,
 } from './report.js';
 import type { ReadyLine } from './rest-server.js';
-import { armHardTimeout, intSetting, machineInfo, sleep } from './settings.js';
+import { armHardTimeout, intSetting, loud, machineInfo, ownResources, say, sleep } from './settings.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.join(HERE, 'results');
@@ -102,25 +102,7 @@ function readConfig(argv: string[]): BenchConfig | undefined {
   };
 }
 
-// ---------------------------------------------------------------------------------------------
-// Everything this run owns, so that an early exit (hard timeout, Ctrl-C, a crash) still releases it.
-
-const owned = { children: new Set<ChildProcess>(), dirs: new Set<string>() };
-
-// A signal's default action skips 'exit' handlers; exiting explicitly runs them.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => process.exit(128 + os.constants.signals[signal]));
-process.on('exit', () => {
-  for (const child of owned.children) if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
-  for (const dir of owned.dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function say(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
-
-function loud(line: string): void {
-  say(`\n!!! ${line}\n`);
-}
+const owned = ownResources();
 
 // ---------------------------------------------------------------------------------------------
 // The server child

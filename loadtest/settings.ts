@@ -1,3 +1,5 @@
+import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 
@@ -38,4 +40,28 @@ export function armHardTimeout(seconds: number, writePartial: (warning: string) 
     writePartial(`hard timeout: the run was cut off after ${seconds}s`);
     process.exit(2);
   }, seconds * 1000).unref();
+}
+
+/**
+ * Everything a benchmark run owns (child processes, temp dirs), released on any exit: a hard
+ * timeout, Ctrl-C or a crash. A signal's default action skips 'exit' handlers; exiting explicitly
+ * runs them.
+ */
+export function ownResources(): { children: Set<ChildProcess>; dirs: Set<string> } {
+  const owned = { children: new Set<ChildProcess>(), dirs: new Set<string>() };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => process.exit(128 + os.constants.signals[signal]));
+  process.on('exit', () => {
+    for (const child of owned.children) if (child.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
+    for (const dir of owned.dirs) rmSync(dir, { recursive: true, force: true });
+  });
+  return owned;
+}
+
+/** Progress lines go to stderr, so stdout stays the summary. */
+export function say(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+export function loud(line: string): void {
+  say(`\n!!! ${line}\n`);
 }
