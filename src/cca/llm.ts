@@ -99,6 +99,17 @@ const responseSchema = z.object({
 });
 
 /** Any OpenAI-compatible chat completions endpoint: OpenAI, Ollama, vLLM, llama.cpp, LiteLLM. */
+/**
+ * The JSON object in a model's reply, also when the model wraps it in a code fence or a sentence.
+ * Throws SyntaxError when there is none; callers turn that into their own retryable error.
+ */
+export function jsonObjectIn(text: string): unknown {
+  const start = text.indexOf('{');
+  const end = text.lastIndexOf('}');
+  if (start < 0 || end < start) throw new SyntaxError('no JSON object');
+  return JSON.parse(text.slice(start, end + 1)) as unknown;
+}
+
 export class OpenAiChatLlm implements Llm {
   readonly model: string;
   private readonly endpoint: string;

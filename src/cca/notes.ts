@@ -15,7 +15,7 @@ import {
 } from '../protocol/index.js';
 import type { Db } from '../store/index.js';
 import { isValidId, type TenantContext } from '../tenancy/index.js';
-import type { Llm } from './llm.js';
+import { jsonObjectIn, type Llm } from './llm.js';
 import type { SessionSegment, ToolStats, TrajectoryStore } from './trajectories.js';
 
 /** The job kind that distils an ended session; the relay asks for it on `session.ended`. */
@@ -212,14 +212,6 @@ const llmNoteSchema = z.object({
   pitfalls: lines.default([]),
   tags: z.array(z.unknown()).default([]).transform((v) => v.filter((t): t is string => typeof t === 'string')),
 });
-
-/** The JSON object in a reply, also when a model wraps it in a code fence or a sentence. */
-function jsonObjectIn(text: string): unknown {
-  const start = text.indexOf('{');
-  const end = text.lastIndexOf('}');
-  if (start < 0 || end < start) throw new SyntaxError('no JSON object');
-  return JSON.parse(text.slice(start, end + 1)) as unknown;
-}
 
 /** Reads a model's note; anything but the expected JSON throws INTERNAL, so the job tries again. */
 export function parseLlmNote(text: string): NoteBody {

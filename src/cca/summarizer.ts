@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { countTokens, truncateToTokens } from '../obs/index.js';
 import { AeternaError, SUMMARY_LEVELS, type SummaryLevel, type SummaryLevels } from '../protocol/index.js';
-import type { Llm } from './llm.js';
+import { jsonObjectIn, type Llm } from './llm.js';
 
 /** Token caps per level: sentence <= paragraph <= detailed (config enforces the order). */
 export type SummaryCaps = Record<SummaryLevel, number>;
@@ -203,14 +203,6 @@ export class ExtractiveSummarizer implements Summarizer {
     const level = (l: SummaryLevel) => (total <= this.caps[l] ? text : pickSentences(analysis, this.caps[l]));
     return { sentence: level('sentence'), paragraph: level('paragraph'), detailed: level('detailed') };
   }
-}
-
-/** The JSON object in a reply, also when a model wraps it in a code fence or a sentence. */
-function jsonObjectIn(text: string): unknown {
-  const start = text.indexOf('{');
-  const end = text.lastIndexOf('}');
-  if (start < 0 || end < start) throw new SyntaxError('no JSON object');
-  return JSON.parse(text.slice(start, end + 1)) as unknown;
 }
 
 const summaryText = z.string().trim().min(1, 'must not be empty');

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Llm } from '../../cca/index.js';
+import { jsonObjectIn, type Llm } from '../../cca/index.js';
 import { AeternaError } from '../../protocol/index.js';
 import { normaliseLabel } from '../ids.js';
 import { finaliseExtraction, snakeCase, type RawExtraction } from './finalise.js';
@@ -59,14 +59,6 @@ function cleanProperties(value: unknown): Record<string, unknown> | undefined {
     .filter(([k, v]) => PROPERTY_KEY.test(k) && (typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && v.length <= MAX_PROPERTY_CHARS)))
     .slice(0, MAX_PROPERTIES);
   return kept.length > 0 ? Object.fromEntries(kept) : undefined;
-}
-
-/** The JSON object in a reply, also when a model wraps it in a code fence or a sentence. */
-function jsonObjectIn(text: string): unknown {
-  const start = text.indexOf('{');
-  const end = text.lastIndexOf('}');
-  if (start < 0 || end < start) throw new SyntaxError('no JSON object');
-  return JSON.parse(text.slice(start, end + 1)) as unknown;
 }
 
 function truncate(text: string, max: number): string {
