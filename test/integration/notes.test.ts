@@ -90,7 +90,7 @@ describe('note-taking: capture, session end and distillation (PGlite)', () => {
     ]);
     const stored = await t.core.db.withTenant(T, (sql) =>
       sql.query<{ input: string; output: string; output_truncated: boolean; actor: unknown; project_id: string }>(
-        "SELECT input, output, output_truncated, actor, project_id FROM trajectory_events WHERE session_id = 's-store' ORDER BY id",
+        "SELECT input, output, output_truncated, actor, project_id FROM trajectory_events WHERE session_id = 's-store' ORDER BY segment, ordinal",
       ),
     );
     const text = JSON.stringify(stored.rows);
