@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
-import { ContextApi, createAgentsApi, createSessionSweeper } from '../src/cca/index.js';
+import { ContextApi, createAgentsApi, createMetaApi, createSessionSweeper } from '../src/cca/index.js';
 import type { Core } from '../src/core.js';
 import { DocStore } from '../src/docs/index.js';
 import { GraphApi } from '../src/graph/index.js';
@@ -14,6 +14,7 @@ import { budgetRoutes } from './http/budget-routes.js';
 import { agentsRoutes } from './http/agents-routes.js';
 import { contextRoutes } from './http/context-routes.js';
 import { graphRoutes } from './http/graph-routes.js';
+import { metaRoutes } from './http/meta-routes.js';
 import { tieringRoutes } from './http/tier-routes.js';
 import { startTieringSweep } from '../workers/processors/tiering.js';
 import { healthRoutes, memoryRoutes } from './http/routes.js';
@@ -24,6 +25,7 @@ import { createContextExtension } from './realtime/context.js';
 import { createDocsExtension } from './realtime/docs.js';
 import { createGraphExtension } from './realtime/graph.js';
 import { createMemoryStreamExtension } from './realtime/memory-stream.js';
+import { createMetaExtension } from './realtime/meta.js';
 import { createPresenceExtension } from './realtime/presence.js';
 import { createRealtime, type Realtime } from './realtime/server.js';
 
@@ -95,6 +97,8 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   realtime.use(createContextExtension(contextApi));
   const agentsApi = createAgentsApi(core);
   realtime.use(createAgentsExtension(agentsApi));
+  const metaApi = createMetaApi(core);
+  realtime.use(createMetaExtension(metaApi));
 
   const deadLetters = new DeadLetterStore({ db: core.db, commits: core.commits });
   const jobs = createJobQueue(config, { deadLetters, log, closeGraceMs: config.realtime.drainMs, db: core.db });
@@ -143,7 +147,7 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   }
 
   const pipeline = createPipeline(core.tokens, log);
-  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...graphRoutes(graphApi), ...agentsRoutes(agentsApi), ...contextRoutes(contextApi), ...tieringRoutes(core.tiering), ...adminJobRoutes({ deadLetters, queue: jobs }), ...budgetRoutes(budgetApi)], pipeline, {
+  mountRoutes(app, [...healthRoutes(core), ...memoryRoutes(core), ...graphRoutes(graphApi), ...agentsRoutes(agentsApi), ...contextRoutes(contextApi), ...metaRoutes(metaApi), ...tieringRoutes(core.tiering), ...adminJobRoutes({ deadLetters, queue: jobs }), ...budgetRoutes(budgetApi)], pipeline, {
     maxBodyBytes: config.limits.maxBodyBytes,
     log,
     inflight,

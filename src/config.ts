@@ -130,6 +130,21 @@ const envSchema = z.object({
   AETERNA_HINDSIGHT_STACK_FRAMES: intInRange(0, 20).default(3),
   AETERNA_HINDSIGHT_SCAN_LIMIT: intInRange(10, 1_000_000).default(2000),
   AETERNA_HINDSIGHT_DEFAULT_TEAM: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'must match the id rule').default('default'),
+  // Meta-Agent (issue 5): build → test → improve runs, and the sandbox their test commands run in.
+  AETERNA_META_MAX_ITERATIONS: intInRange(1, 50).default(10),
+  AETERNA_META_DEFAULT_TIME_BUDGET_MS: intInRange(1000, 86_400_000).default(300_000),
+  AETERNA_META_MAX_TIME_BUDGET_MS: intInRange(1000, 86_400_000).default(3_600_000),
+  AETERNA_META_TEST_TIMEOUT_MS: intInRange(100, 3_600_000).default(60_000),
+  AETERNA_META_CONTEXT_TOKENS: intInRange(100, 32_000).default(2000),
+  AETERNA_META_MAX_SOLUTION_BYTES: intInRange(1024, 4 * 1024 * 1024).default(256 * 1024),
+  AETERNA_META_COMMANDS: z
+    .string()
+    .regex(/^([A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*)?$/, 'must be comma-separated program names')
+    .default(''),
+  AETERNA_META_SANDBOX_USER: z.string().regex(/^([a-z_][a-z0-9_-]{0,31})?$/, 'must be a user name').default('nobody'),
+  AETERNA_META_SANDBOX_CPU_SEC: intInRange(0, 86_400).default(60),
+  AETERNA_META_SANDBOX_MEMORY_MB: intInRange(0, 1_048_576).default(2048),
+  AETERNA_META_SANDBOX_OUTPUT_BYTES: intInRange(1024, 16 * 1024 * 1024).default(64 * 1024),
   AETERNA_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -274,6 +289,29 @@ export interface HindsightConfig {
   defaultTeamId: string;
 }
 
+/** The Meta-Agent (issue 5): limits of a run and the sandbox its test command runs in. */
+export interface MetaConfig {
+  /** The most iterations a run may ask for (a run asks for 3 unless it says otherwise). */
+  maxIterations: number;
+  defaultTimeBudgetMs: number;
+  maxTimeBudgetMs: number;
+  /** One test (a command, or a caller's answer over the socket) waits at most this long. */
+  testTimeoutMs: number;
+  /** Token budget of the assembled context a build prompt carries. */
+  contextTokens: number;
+  /** A solution the model proposes is kept up to this many UTF-8 bytes. */
+  maxSolutionBytes: number;
+  sandbox: {
+    /** Programs a test command may start; empty: commands are off and tests go through the caller. */
+    allow: string[];
+    /** Run commands as this user when the worker runs as root ('' keeps root: not advised). */
+    runAs: string;
+    cpuSeconds: number;
+    memoryMb: number;
+    maxOutputBytes: number;
+  };
+}
+
 export interface AuthConfig {
   /** A shared HS secret; in embedded mode generated once into the data dir when not given. */
   secret?: string;
@@ -324,6 +362,7 @@ export interface Config {
   context: ContextConfig;
   notes: NotesConfig;
   hindsight: HindsightConfig;
+  meta: MetaConfig;
   logLevel: z.infer<typeof envSchema>['AETERNA_LOG_LEVEL'];
   tiering: TieringConfig;
 }
@@ -396,6 +435,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.AETERNA_TIER_COLD_DAYS <= e.AETERNA_TIER_HOT_DAYS) {
     problems.push('AETERNA_TIER_COLD_DAYS must be above AETERNA_TIER_HOT_DAYS');
+  }
+  if (e.AETERNA_META_DEFAULT_TIME_BUDGET_MS > e.AETERNA_META_MAX_TIME_BUDGET_MS) {
+    problems.push('AETERNA_META_DEFAULT_TIME_BUDGET_MS must not be above AETERNA_META_MAX_TIME_BUDGET_MS');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   const llm: LlmConfig | undefined =
@@ -543,6 +585,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stackFrames: e.AETERNA_HINDSIGHT_STACK_FRAMES,
       scanLimit: e.AETERNA_HINDSIGHT_SCAN_LIMIT,
       defaultTeamId: e.AETERNA_HINDSIGHT_DEFAULT_TEAM,
+    },
+    meta: {
+      maxIterations: e.AETERNA_META_MAX_ITERATIONS,
+      defaultTimeBudgetMs: e.AETERNA_META_DEFAULT_TIME_BUDGET_MS,
+      maxTimeBudgetMs: e.AETERNA_META_MAX_TIME_BUDGET_MS,
+      testTimeoutMs: e.AETERNA_META_TEST_TIMEOUT_MS,
+      contextTokens: e.AETERNA_META_CONTEXT_TOKENS,
+      maxSolutionBytes: e.AETERNA_META_MAX_SOLUTION_BYTES,
+      sandbox: {
+        allow: e.AETERNA_META_COMMANDS === '' ? [] : e.AETERNA_META_COMMANDS.split(','),
+        runAs: e.AETERNA_META_SANDBOX_USER,
+        cpuSeconds: e.AETERNA_META_SANDBOX_CPU_SEC,
+        memoryMb: e.AETERNA_META_SANDBOX_MEMORY_MB,
+        maxOutputBytes: e.AETERNA_META_SANDBOX_OUTPUT_BYTES,
+      },
     },
     logLevel: e.AETERNA_LOG_LEVEL,
   };

@@ -20,10 +20,19 @@ import { hasPermission, isValidId, requirePermission, type Permission, type Tena
 import { Rooms, type Broadcaster, type Connection, type RealtimeExtension } from './types.js';
 
 /** Tenant-wide event types and the topic room each goes to. */
-const TOPIC_OF_EVENT: Readonly<Record<string, Topic>> = { 'graph.changed': 'graph', 'job.failed': 'jobs', 'budget.warning': 'budget', 'budget.exceeded': 'budget' };
+const TOPIC_OF_EVENT: Readonly<Record<string, Topic>> = {
+  'graph.changed': 'graph',
+  'job.failed': 'jobs',
+  'budget.warning': 'budget',
+  'budget.exceeded': 'budget',
+  'meta.started': 'meta',
+  'meta.iteration': 'meta',
+  'meta.test': 'meta',
+  'meta.finished': 'meta',
+};
 
 /** Reading a topic needs what reading its source needs: jobs are an admin's concern. */
-const TOPIC_PERMISSION: Readonly<Record<Topic, Permission>> = { graph: 'memory:read', jobs: 'jobs:manage', budget: 'budget:manage' };
+const TOPIC_PERMISSION: Readonly<Record<Topic, Permission>> = { graph: 'memory:read', jobs: 'jobs:manage', budget: 'budget:manage', meta: 'memory:read' };
 
 /**
  * The rooms an event is delivered to: a topic's room for tenant-wide events, else the memory's

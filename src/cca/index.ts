@@ -23,3 +23,9 @@ export { DISTILL_JOB, NOTE_TAKER_ACTOR, NoteDistiller, extractiveNote, isStateCh
 export type { DistillOutcome, NoteBody, NoteDistillerOptions, Significance } from './notes.js';
 export { HINDSIGHT_ACTOR, HindsightService, recency, successRate, type HindsightServiceOptions } from './hindsight.js';
 export { AgentsApi, createAgentsApi, createNoteDistiller, createSessionSweeper, createTrajectoryStore, type AgentsDeps } from './agents-api.js';
+// The Meta-Agent: build → test → improve runs, their state, and the sandbox their test commands run in.
+export { CommandSandbox, parseCommand } from './sandbox.js';
+export type { CommandSandboxOptions, SandboxResult, SandboxRun } from './sandbox.js';
+export { META_AGENT_ACTOR, MetaRunStore, publicRun } from './meta-store.js';
+export { META_FAILURE_TYPE, META_JOB, MetaAgent, escalationReport, parseCandidate, type MetaAgentOptions } from './meta-agent.js';
+export { MetaApi, createMetaAgent, createMetaApi, type MetaApiOptions, type MetaDeps } from './meta-api.js';

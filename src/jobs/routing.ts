@@ -8,6 +8,8 @@ export const JOB_ROUTES: Record<string, readonly string[]> = {
   [EVENT_TYPES.memoryDeleted]: ['graph.cascade'],
   // Once per session segment: the event is appended by the guarded update that ends it.
   [EVENT_TYPES.sessionEnded]: ['cca.distill'],
+  // Appended once per run, with the row that holds its state.
+  [EVENT_TYPES.metaStarted]: ['cca.meta'],
 };
 
 /** A metadata- or tags-only update leaves the text, and so what extraction would find, as it was. */

@@ -14,3 +14,4 @@ export * from './graph.js';
 export * from './context.js';
 export * from './budget.js';
 export * from './agents.js';
+export * from './meta.js';

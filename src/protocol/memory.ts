@@ -197,4 +197,12 @@ export const EVENT_TYPES = {
   budgetExceeded: 'budget.exceeded',
   /** A memory moved between storage tiers: data {id, layer, scopeId, from, to}. */
   memoryTiered: 'memory.tiered',
+  /** Meta-Agent (topic `meta`): a run was accepted; asks for the `cca.meta` job that runs it. */
+  metaStarted: 'meta.started',
+  /** Meta-Agent: an iteration's candidate (phase build/improve) or its test result (phase test). */
+  metaIteration: 'meta.iteration',
+  /** Meta-Agent: the caller is the test; answer with `meta.testResult`. */
+  metaTest: 'meta.test',
+  /** Meta-Agent: the run stopped (passed, or failed with an escalation report, or cancelled). */
+  metaFinished: 'meta.finished',
 } as const;

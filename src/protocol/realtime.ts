@@ -59,6 +59,13 @@ export const CLIENT_EVENTS = {
   budgetSet: 'budget.set',
   /** Admin: token usage plus the embedding cache's hit/miss counters. */
   usageGet: 'usage.get',
+  /** Meta-Agent: start a build → test → improve run; progress streams on the `meta` topic. */
+  metaRun: 'meta.run',
+  /** Meta-Agent: a run's state and iterations. */
+  metaGet: 'meta.get',
+  /** Meta-Agent: the caller's verdict on a candidate sent as `meta.test`. */
+  metaTestResult: 'meta.testResult',
+  metaCancel: 'meta.cancel',
 } as const;
 
 /** Server → client events besides the memory event types of EVENT_TYPES. */
@@ -132,7 +139,7 @@ export interface PresenceMember {
 }
 
 /** Tenant-wide event streams a client can subscribe to, beside its layers. */
-export const TOPICS = ['graph', 'jobs', 'budget'] as const;
+export const TOPICS = ['graph', 'jobs', 'budget', 'meta'] as const;
 export type Topic = (typeof TOPICS)[number];
 
 export const subscribeSchema = z
@@ -140,7 +147,7 @@ export const subscribeSchema = z
     layers: z.array(z.enum(LAYERS)).min(1).max(LAYERS.length).optional(),
     /** Scope ids narrowing layers, as in REST (`projectId`, `teamId`, …). */
     scopes: scopeFieldsSchema.strict().optional(),
-    /** Tenant-wide topics: `graph` (graph.changed), `jobs` (job.failed). */
+    /** Tenant-wide topics: `graph` (graph.changed), `jobs` (job.failed), `budget` (budget.*), `meta` (meta.*). */
     topics: z.array(z.enum(TOPICS)).min(1).max(TOPICS.length).optional(),
     /** Explicit room names (`t:{tenant}:layer:{layer}:{scope}`, `t:{tenant}:session:{id}`, `t:{tenant}:doc:{id}`, `t:{tenant}:topic:{topic}`). */
     rooms: z.array(z.string().max(300)).max(100).optional(),

@@ -3,14 +3,14 @@ import { AeternaError } from '../protocol/index.js';
 export const ROLES = ['viewer', 'developer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 
-export const PERMISSIONS = ['memory:read', 'memory:write', 'memory:delete', 'tenant:erase', 'events:read', 'jobs:manage', 'graph:manage', 'budget:manage'] as const;
+export const PERMISSIONS = ['memory:read', 'memory:write', 'memory:delete', 'tenant:erase', 'events:read', 'jobs:manage', 'graph:manage', 'budget:manage', 'meta:exec'] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 /** Each role holds the permissions of the one below it plus its own. */
 const GRANTS: Record<Role, readonly Permission[]> = {
   viewer: ['memory:read', 'events:read'],
   developer: ['memory:read', 'events:read', 'memory:write'],
-  admin: ['memory:read', 'events:read', 'memory:write', 'memory:delete', 'tenant:erase', 'jobs:manage', 'graph:manage', 'budget:manage'],
+  admin: ['memory:read', 'events:read', 'memory:write', 'memory:delete', 'tenant:erase', 'jobs:manage', 'graph:manage', 'budget:manage', 'meta:exec'],
 };
 
 /** Who is acting. Built only from a verified token, never from a client-supplied field. */
