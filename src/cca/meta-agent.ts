@@ -53,18 +53,19 @@ interface Candidate {
 
 /** Why a run stopped early, carried as an AbortSignal reason. */
 class RunStop extends Error {
-  constructor(readonly reason: MetaStopReason | 'shutdown') {
-    super(`meta run stopped: ${reason}`);
+  constructor(
+    readonly reason: MetaStopReason | 'shutdown',
+    cause?: unknown,
+  ) {
+    super(`meta run stopped: ${reason}`, cause === undefined ? undefined : { cause });
   }
 }
 
 function stopReasonOf(err: unknown, signal: AbortSignal): MetaStopReason | 'shutdown' | undefined {
   if (signal.aborted && signal.reason instanceof RunStop) return signal.reason.reason;
   if (err instanceof RunStop) return err.reason;
-  if (isAeternaError(err)) {
-    if (err.code === 'RATE_LIMITED') return 'budget_exhausted';
-    if (err.code === 'UNAVAILABLE' || err.code === 'INTERNAL') return 'llm_error';
-  }
+  if (isAeternaError(err) && err.code === 'RATE_LIMITED') return 'budget_exhausted';
+  // Anything else (the database, say) fails the job, which retries and resumes the run.
   return undefined;
 }
 
@@ -148,7 +149,7 @@ export class MetaAgent {
       const reason = stopReasonOf(err, stopper.signal);
       // A worker shutting down leaves the run as it is: the job re-runs and resumes it.
       if (reason === undefined || reason === 'shutdown') throw err;
-      this.opts.log?.info({ tenantId, runId, reason, err: err instanceof RunStop ? undefined : err }, 'meta run stopped');
+      this.opts.log?.info({ tenantId, runId, reason, err: err instanceof RunStop ? err.cause : err }, 'meta run stopped');
       iterations = await store.iterations(tenantId, runId);
       await this.stop(run, iterations, reason);
     } finally {
@@ -193,8 +194,15 @@ export class MetaAgent {
       { role: 'system', content: SYSTEM_PROMPT },
       { role: 'user', content: prompt },
     ];
-    const reply = await llm.complete({ messages, json: true, maxTokens: REPLY_MAX_TOKENS, temperature: 0.2, signal });
-    const { solution, rationale } = parseCandidate(reply.text);
+    let text: string;
+    try {
+      text = (await llm.complete({ messages, json: true, maxTokens: REPLY_MAX_TOKENS, temperature: 0.2, signal })).text;
+    } catch (err) {
+      signal.throwIfAborted();
+      if (isAeternaError(err) && err.code !== 'RATE_LIMITED') throw new RunStop('llm_error', err);
+      throw err;
+    }
+    const { solution, rationale } = parseCandidate(text);
     return {
       iteration: n,
       source: improving ? 'improve' : 'build',
@@ -298,14 +306,19 @@ export class MetaAgent {
   private async test(run: MetaRunState, candidate: Candidate, deadline: number, signal: AbortSignal, alreadyRequested: boolean): Promise<MetaTestOutcome> {
     const timeoutMs = Math.max(1, Math.min(run.testTimeoutMs, deadline - Date.now()));
     if (run.test.kind === 'command') {
-      const result = await this.opts.sandbox.run({
-        argv: run.test.argv,
-        files: { [SOLUTION_FILE]: candidate.solution },
-        stdin: candidate.solution,
-        env: { AETERNA_META_RUN_ID: run.runId, AETERNA_META_ITERATION: String(candidate.iteration), AETERNA_META_SOLUTION: SOLUTION_FILE },
-        timeoutMs,
-        signal,
-      });
+      const result = await this.opts.sandbox
+        .run({
+          argv: run.test.argv,
+          files: { [SOLUTION_FILE]: candidate.solution },
+          stdin: candidate.solution,
+          env: { AETERNA_META_RUN_ID: run.runId, AETERNA_META_ITERATION: String(candidate.iteration), AETERNA_META_SOLUTION: SOLUTION_FILE },
+          timeoutMs,
+          signal,
+        })
+        .catch((err: unknown) => {
+          // The sandbox could not be set up (work dir, sandbox user): no candidate can be tested.
+          throw isAeternaError(err) ? new RunStop('sandbox_error', err) : err;
+        });
       signal.throwIfAborted();
       const output = [result.stdout, result.stderr].filter((s) => s.length > 0).join('\n');
       return {
@@ -369,7 +382,8 @@ const REASON_TEXT: Record<MetaStopReason, string> = {
   test_timeout: 'the test callback did not answer in time',
   llm_error: 'the language model could not be reached or answered nothing usable',
   llm_not_configured: 'no language model is configured (AETERNA_LLM_URL)',
-  budget_exhausted: "the tenant's LLM token budget is spent",
+  budget_exhausted: "the tenant's token budget is spent",
+  sandbox_error: 'the sandbox for the test command could not be set up (see the worker log)',
   cancelled: 'the run was cancelled',
 };
 

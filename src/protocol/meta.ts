@@ -74,6 +74,7 @@ export const META_STOP_REASONS = [
   'llm_error',
   'llm_not_configured',
   'budget_exhausted',
+  'sandbox_error',
   'cancelled',
 ] as const;
 export type MetaStopReason = (typeof META_STOP_REASONS)[number];
