@@ -60,4 +60,21 @@ describe('loadConfig', () => {
   it('treats empty variables as unset', () => {
     expect(loadConfig({ AETERNA_DATABASE_URL: '', AETERNA_REDIS_URL: '' }).mode).toBe('embedded');
   });
+
+  it('keeps Meta-Agent commands off unless programs are listed, and checks its limits', () => {
+    expect(loadConfig({}).meta).toMatchObject({ maxIterations: 10, sandbox: { allow: [], runAs: 'nobody' } });
+    expect(loadConfig({ AETERNA_META_COMMANDS: 'npm,pytest' }).meta.sandbox.allow).toEqual(['npm', 'pytest']);
+    for (const [name, value] of [
+      ['AETERNA_META_COMMANDS', 'sh;rm'],
+      ['AETERNA_META_COMMANDS', '/bin/sh'],
+      ['AETERNA_META_SANDBOX_USER', 'Root Admin'],
+      ['AETERNA_META_MAX_ITERATIONS', '0'],
+      ['AETERNA_META_TEST_TIMEOUT_MS', 'soon'],
+    ] as const) {
+      expect(problemsOf({ [name]: value }).some((p) => p.startsWith(name)), `${name}=${value}`).toBe(true);
+    }
+    expect(problemsOf({ AETERNA_META_DEFAULT_TIME_BUDGET_MS: '600000', AETERNA_META_MAX_TIME_BUDGET_MS: '60000' })).toEqual([
+      'AETERNA_META_DEFAULT_TIME_BUDGET_MS must not be above AETERNA_META_MAX_TIME_BUDGET_MS',
+    ]);
+  });
 });
