@@ -110,9 +110,9 @@ export interface MetaDeps {
   config: { meta: MetaConfig; hindsight: HindsightConfig };
 }
 
-function sandboxFor(config: MetaConfig): CommandSandbox {
+function sandboxFor(config: MetaConfig, log?: Logger): CommandSandbox {
   const { allow, runAs, cpuSeconds, memoryMb, maxOutputBytes } = config.sandbox;
-  return new CommandSandbox({ allow, maxTimeoutMs: config.testTimeoutMs, maxOutputBytes, cpuSeconds, memoryMb, ...(runAs ? { runAs } : {}) });
+  return new CommandSandbox({ allow, maxTimeoutMs: config.testTimeoutMs, maxOutputBytes, cpuSeconds, memoryMb, ...(runAs ? { runAs } : {}), ...(log ? { log } : {}) });
 }
 
 export function createMetaApi(deps: MetaDeps): MetaApi {
@@ -128,7 +128,7 @@ export function createMetaAgent(deps: MetaDeps, opts: { log?: Logger; pollMs?: n
     context: deps.context,
     memory,
     hindsight: new HindsightService({ db, embeddings, memory, config: config.hindsight, ...(commits ? { commits } : {}) }),
-    sandbox: sandboxFor(config.meta),
+    sandbox: sandboxFor(config.meta, opts.log),
     config: config.meta,
     ...opts,
   });
