@@ -1,9 +1,9 @@
-import { Queue, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { JobsConfig } from '../config.js';
 import type { Logger } from '../obs/index.js';
 import { AeternaError } from '../protocol/index.js';
-import { recordDead, runAttempt } from './attempt.js';
+import { BudgetDeferral, deferralDelay, logDeferral, recordDead, runAttempt } from './attempt.js';
 import { PendingJobs } from './bullmq-pending.js';
 import type { DeadLetterSink, JobProcessor, JobQueue, JobSpec } from './types.js';
 import { settlesWithin } from './wait.js';
@@ -17,6 +17,8 @@ export interface BullMqJobQueueOptions {
   closeGraceMs: number;
   /** Redis key prefix of every queue: system keys, not a tenant's. */
   prefix?: string;
+  /** The clock a budget's reset time is waited for by (tests share the budgets' fake clock). */
+  now?: () => Date;
 }
 
 export const BULLMQ_PREFIX = 'aeterna:jobs';
@@ -37,13 +39,19 @@ export class BullMqJobQueue implements JobQueue {
   private readonly queues = new Map<string, Queue<JobSpec>>();
   private readonly workers: Worker<JobSpec>[] = [];
   private readonly pending: PendingJobs;
-  /** Jobs whose processor ran here; the others that fail were failed by BullMQ itself (stalled too often). */
+  /**
+   * Jobs whose processor ran here, which wrote the dead letter if their last try failed; the
+   * others that fail were failed by BullMQ itself (stalled too often), or could not be delayed
+   * for a budget's reset.
+   */
   private readonly ran = new WeakSet<Job<JobSpec>>();
   private readonly abort = new AbortController();
   private closed = false;
+  private readonly now: () => Date;
 
   constructor(private readonly opts: BullMqJobQueueOptions) {
     this.prefix = opts.prefix ?? BULLMQ_PREFIX;
+    this.now = opts.now ?? (() => new Date());
     this.producer = this.connect({ maxRetriesPerRequest: 2, commandTimeout: 10_000 });
     this.pending = new PendingJobs(this.producer, opts.jobs.retainSec * 1000);
   }
@@ -85,7 +93,7 @@ export class BullMqJobQueue implements JobQueue {
     this.consumer ??= this.connect({ maxRetriesPerRequest: null });
     const { concurrency, stalledMs, attempts } = this.opts.jobs;
     for (const [kind, processor] of Object.entries(processors)) {
-      const worker = new Worker<JobSpec>(kind, (job, _token, signal) => this.process(processor, job, signal), {
+      const worker = new Worker<JobSpec>(kind, (job, token, signal) => this.process(processor, job, token, signal), {
         connection: this.consumer,
         prefix: this.prefix,
         concurrency,
@@ -150,11 +158,39 @@ export class BullMqJobQueue implements JobQueue {
     return queue;
   }
 
-  private async process(processor: JobProcessor, job: Job<JobSpec>, bullSignal: AbortSignal | undefined): Promise<void> {
+  private async process(processor: JobProcessor, job: Job<JobSpec>, token: string | undefined, bullSignal: AbortSignal | undefined): Promise<void> {
     this.ran.add(job);
     const signal = bullSignal ? AbortSignal.any([this.abort.signal, bullSignal]) : this.abort.signal;
     const attempt = job.attemptsMade + 1;
-    await runAttempt(processor, { spec: job.data, attempt, attempts: job.opts.attempts ?? 1, signal }, this.opts.deadLetters, this.opts.log);
+    try {
+      await runAttempt(processor, { spec: job.data, attempt, attempts: job.opts.attempts ?? 1, signal }, this.opts.deadLetters, this.opts.log);
+    } catch (err) {
+      if (err instanceof BudgetDeferral) await this.defer(job, token, err, attempt);
+      throw err;
+    }
+  }
+
+  /**
+   * Moves the job to BullMQ's delayed set until the budget's reset without counting the try
+   * (`moveToDelayed` leaves `attemptsMade` as it is), and throws DelayedError, which tells the
+   * worker the job is already where it belongs. A job that cannot be moved fails this try as any
+   * other error would; BullMQ's own failure report then writes the dead letter if it was the last.
+   */
+  private async defer(job: Job<JobSpec>, token: string | undefined, deferral: BudgetDeferral, attempt: number): Promise<never> {
+    const spec = job.data;
+    const delayMs = deferralDelay(deferral.retryAt, this.now());
+    try {
+      if (token === undefined) throw new Error('the worker gave no lock token');
+      // Before the move: the job may run again as soon as it is delayed, and finish.
+      await this.pending.defer(spec, delayMs).catch((e: unknown) => this.warn('pending-set update failed', e));
+      await job.moveToDelayed(Date.now() + delayMs, token);
+    } catch (err) {
+      this.opts.log.warn({ err, kind: spec.kind, jobId: spec.id, tenantId: spec.tenantId }, 'could not delay a job until its budget resets: failing the try');
+      this.ran.delete(job);
+      throw deferral.cause;
+    }
+    logDeferral(this.opts.log, spec, deferral.retryAt, attempt);
+    throw new DelayedError();
   }
 
   /** `finishedOn` is set only when BullMQ will not try the job again. */

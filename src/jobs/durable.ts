@@ -4,7 +4,7 @@ import type { JobSpec } from './types.js';
 /** A (kind, id) as one map key: the same id under another kind is another job. */
 export const jobKey = (kind: string, id: string): string => `${kind}\u0000${id}`;
 
-/** setTimeout fires at once for anything longer (and warns), so longer waits are cut to this. */
+/** setTimeout fires at once for anything longer (and warns), so longer waits are chained in steps of this. */
 export const MAX_DELAY_MS = 2 ** 31 - 1;
 
 /** Three parameters a row; well under PostgreSQL's 65,535 per statement. */
@@ -15,7 +15,7 @@ export interface StoredJob {
   spec: JobSpec;
   /** Tries made so far, all failed. */
   attempts: number;
-  /** How long it still waits out its backoff (0: due now). */
+  /** How long it still waits out its backoff or budget deferral (0: due now); may pass MAX_DELAY_MS. */
   delayMs: number;
 }
 
@@ -72,6 +72,20 @@ export class DurableJobStore {
     );
   }
 
+  /**
+   * The tenant's token budget refused the try (`queue` action): the job runs again after
+   * `delayMs`, its tries as they were. The wait is a budget period, which can pass `MAX_DELAY_MS`.
+   */
+  async deferred(spec: JobSpec, delayMs: number): Promise<void> {
+    await this.db.withTenant(spec.tenantId, (sql) =>
+      sql.query(
+        `UPDATE pending_jobs SET not_before = now() + $4::float8 * interval '1 millisecond'
+          WHERE tenant_id = $1 AND kind = $2 AND job_id = $3`,
+        [spec.tenantId, spec.kind, spec.id, Math.max(0, Math.round(delayMs))],
+      ),
+    );
+  }
+
   /** The job succeeded, or died with its dead letter written: nothing is left to resume. */
   async done(spec: JobSpec): Promise<void> {
     await this.db.withTenant(spec.tenantId, (sql) =>
@@ -100,7 +114,7 @@ export class DurableJobStore {
         jobs.push({
           spec: { kind: row.kind, id: row.job_id, tenantId, event: row.event },
           attempts: row.attempts,
-          delayMs: Math.min(Number(row.delay_ms), MAX_DELAY_MS),
+          delayMs: Number(row.delay_ms),
         });
       }
     }

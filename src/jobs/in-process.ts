@@ -2,7 +2,7 @@ import type { JobsConfig } from '../config.js';
 import type { Logger } from '../obs/index.js';
 import { AeternaError } from '../protocol/index.js';
 import type { Db } from '../store/index.js';
-import { backoffDelay, runAttempt } from './attempt.js';
+import { BudgetDeferral, backoffDelay, deferralDelay, logDeferral, runAttempt } from './attempt.js';
 import { DurableJobStore, MAX_DELAY_MS, jobKey } from './durable.js';
 import { FairQueue } from './fair-queue.js';
 import { settlesWithin } from './wait.js';
@@ -19,6 +19,8 @@ export interface InProcessJobQueueOptions {
    * resumes them. Without it they live in memory only and a crash loses them.
    */
   db?: Db;
+  /** The clock a budget's reset time is waited for by (tests share the budgets' fake clock). */
+  now?: () => Date;
 }
 
 interface Pending {
@@ -28,9 +30,9 @@ interface Pending {
 }
 
 /**
- * What is known of a (kind, id): in flight (queued, running or waiting out a backoff), or finished
- * (its spec let go). `stored` settles once the job is durable, so a second enqueue of it does not
- * report success before then.
+ * What is known of a (kind, id): in flight (queued, running, or waiting out a backoff or a budget
+ * deferral), or finished (its spec let go). `stored` settles once the job is durable, so a second
+ * enqueue of it does not report success before then.
  */
 type Known = { state: 'in-flight'; stored: Promise<unknown> } | { state: 'finished'; at: number };
 
@@ -46,7 +48,7 @@ const STORED: Promise<unknown> = Promise.resolve();
  * The job queue of embedded mode: the same semantics as BullMQ, in one process. With a `db`, every
  * job is written to `pending_jobs` before enqueue resolves and stays there until it succeeds or
  * dies, so a crash loses nothing: the next `work()` resumes each unfinished job with its attempt
- * count and its backoff.
+ * count and its backoff, or its wait for a token budget's reset.
  *
  * Finished jobs are not kept in the table: their ids are remembered in memory for `jobs.retainSec`
  * only. The one re-enqueue a restart brings is the relay re-reading the pages of the drain that
@@ -65,11 +67,13 @@ export class InProcessJobQueue implements JobQueue {
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly abort = new AbortController();
   private readonly store: DurableJobStore | undefined;
+  private readonly now: () => Date;
   private resumed: Promise<void> | undefined;
   private closed = false;
 
   constructor(private readonly opts: InProcessJobQueueOptions) {
     this.store = opts.db ? new DurableJobStore(opts.db) : undefined;
+    this.now = opts.now ?? (() => new Date());
   }
 
   /**
@@ -227,6 +231,10 @@ export class InProcessJobQueue implements JobQueue {
     try {
       await runAttempt(processor, { spec, attempt, attempts, signal: this.abort.signal }, deadLetters, this.opts.log);
     } catch (err) {
+      if (err instanceof BudgetDeferral) {
+        await this.defer(job, err.retryAt);
+        return;
+      }
       job.failures = attempt;
       this.opts.log.warn({ err, kind: spec.kind, jobId: spec.id, tenantId: spec.tenantId, attempt, attempts }, 'job failed');
       if (deadRecorded) {
@@ -251,6 +259,18 @@ export class InProcessJobQueue implements JobQueue {
   }
 
   /**
+   * Waits for the budget's reset with the job's tries as they were. Written to the table first, so
+   * that a restart (or a shutdown cutting this try short) waits for the reset too.
+   */
+  private async defer(job: Pending, retryAt: Date): Promise<void> {
+    const { spec } = job;
+    const delayMs = deferralDelay(retryAt, this.now());
+    await this.updateStore('record a budget deferral', spec, (store) => store.deferred(spec, delayMs));
+    logDeferral(this.opts.log, spec, retryAt, job.failures + 1);
+    this.schedule(job, delayMs);
+  }
+
+  /**
    * A table write after a try. One that fails leaves an older row behind: at worst the next
    * process runs the job once more, which idempotent processors allow.
    */
@@ -263,7 +283,7 @@ export class InProcessJobQueue implements JobQueue {
     }
   }
 
-  /** Queues the job, at once or after its backoff. */
+  /** Queues the job, at once or after its backoff or deferral (in steps setTimeout can take). */
   private schedule(job: Pending, delayMs: number): void {
     if (this.closed) return;
     const kind = job.spec.kind;
@@ -272,10 +292,11 @@ export class InProcessJobQueue implements JobQueue {
       this.pump(kind);
       return;
     }
+    const step = Math.min(delayMs, MAX_DELAY_MS);
     const timer = setTimeout(() => {
       this.retryTimers.delete(timer);
-      this.schedule(job, 0);
-    }, delayMs);
+      this.schedule(job, delayMs - step);
+    }, step);
     this.retryTimers.add(timer);
   }
 
