@@ -91,7 +91,7 @@ export function createGateway(core: Core, log: Logger, opts: GatewayOptions = {}
   realtime.use(createDocsExtension(new DocStore({ db: core.db }), realtime.broadcaster));
   const graphApi = new GraphApi(core.graph, core.snapshots);
   realtime.use(createGraphExtension(graphApi));
-  const budgetApi = new BudgetApi(core.budgets, core.embeddings);
+  const budgetApi = new BudgetApi(core.budgets, core.embeddings, () => ({ scope: 'process', context: core.context.stats().cache, search: core.search.stats() }));
   realtime.use(createBudgetExtension(budgetApi));
   const contextApi = new ContextApi({ context: core.context, summaries: core.summaries, memory: core.memory, config: config.context });
   realtime.use(createContextExtension(contextApi));

@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Config } from './config.js';
 import { createEmbeddingService, type EmbeddingService } from './embed/index.js';
-import { MeteredLlm, createContextServices, createLlm, type ContextArchitect, type Llm, type SummaryService } from './cca/index.js';
+import { MeteredLlm, createContextServices, createLlm, type CachedMemorySearch, type ContextArchitect, type Llm, type SummaryService } from './cca/index.js';
 import { CommitSignal } from './events/index.js';
 import { GraphSnapshotter, GraphStore, createSnapshotStore } from './graph/index.js';
 import { MemoryService, TieringService, createColdStore } from './memory/index.js';
@@ -33,6 +33,8 @@ export interface Core {
   readonly summaries: SummaryService;
   /** context.assemble: relevant memories packed into a token budget, with a semantic answer cache. */
   readonly context: ContextArchitect;
+  /** memory.search served from the semantic answer cache when a same-meaning query's answer is still valid. */
+  readonly search: CachedMemorySearch;
   /** Fires after each committed write: the relay's cue to read the log. */
   readonly commits: CommitSignal;
   readonly tokens: TokenVerifier;
@@ -119,6 +121,7 @@ export async function openCore(config: Config, log: Logger): Promise<Core> {
     tiering,
     summaries: cca.summaries,
     context: cca.context,
+    search: cca.search,
     commits,
     tokens,
     signingSecret,

@@ -21,7 +21,7 @@ export function memoryRoutes(core: Core): Route[] {
       return ok(result, result.deduplicated ? 200 : 201);
     }),
     authed('GET', '/v1/memories', false, async ({ tenant, query }) => ok(await memory.list(tenant, query))),
-    authed('POST', '/v1/memories/search', true, async ({ tenant, body }) => ok(await memory.search(tenant, body))),
+    authed('POST', '/v1/memories/search', true, async ({ tenant, body }) => ok(await core.search.search(tenant, body))),
     authed('GET', '/v1/memories/:id', false, async ({ tenant, params }) => ok({ memory: await memory.get(tenant, params['id']) })),
     authed('PATCH', '/v1/memories/:id', true, async ({ tenant, params, body }) =>
       ok({ memory: await memory.update(tenant, params['id'], body) }),

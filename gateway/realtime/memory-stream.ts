@@ -182,7 +182,7 @@ export function createMemoryStreamExtension(opts: StreamOptions): RealtimeExtens
       conn.handle(CLIENT_EVENTS.memoryAdd, z.unknown(), (input) => memory.add(ctx, input));
       conn.handle(CLIENT_EVENTS.memoryGet, idPayload, async ({ id }) => ({ memory: await memory.get(ctx, id) }));
       conn.handle(CLIENT_EVENTS.memoryList, z.unknown(), (input) => memory.list(ctx, input));
-      conn.handle(CLIENT_EVENTS.memorySearch, z.unknown(), (input) => memory.search(ctx, input));
+      conn.handle(CLIENT_EVENTS.memorySearch, z.unknown(), (input) => core.search.search(ctx, input));
       conn.handle(CLIENT_EVENTS.memoryUpdate, idPayload, async ({ id, ...patch }) => ({ memory: await memory.update(ctx, id, patch) }));
       conn.handle(CLIENT_EVENTS.memoryDelete, idPayload, ({ id }) => memory.delete(ctx, id));
       conn.handle(CLIENT_EVENTS.memoryFeedback, idPayload, async ({ id, ...feedback }) => ({ memory: await memory.feedback(ctx, id, feedback) }));

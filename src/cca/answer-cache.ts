@@ -3,8 +3,12 @@ import type { Redis } from 'ioredis';
 import { Packr } from 'msgpackr';
 import { cosine, openCacheRedis } from '../embed/index.js';
 import { AeternaError } from '../protocol/index.js';
+import { EventLog } from '../events/index.js';
 import type { Db } from '../store/index.js';
 import { isValidId } from '../tenancy/index.js';
+
+/** Memory events after a fence read per check; more than this and the answer is simply stale. */
+const FENCE_PAGE = 200;
 
 /** A memory an answer was built from, at the version it was read. */
 export interface AnswerSource {
@@ -26,10 +30,25 @@ export interface AnswerEntry {
   expiresAt: number;
 }
 
+/**
+ * The scopes an answer searched and the tenant's event-log position just before it searched
+ * them. A memory written in one of those scopes after that position (a new memory that might now
+ * match, an edit, a delete, a tier move, feedback that re-ranks) makes the answer stale. Seqs
+ * commit in order (the counter row is locked until commit), so a write the search could not see
+ * always has a seq above the position.
+ */
+export interface AnswerFence {
+  seq: number;
+  /** The stream's epoch: a database reset starts seqs again, and an answer from before it is void. */
+  epoch: string | null;
+  scopes: { layer: string; scopeId?: string }[];
+}
+
 /** What is fetched for the one entry that matched: the answer and what it depends on. */
 export interface CachedAnswer<T> {
   value: T;
   sources: AnswerSource[];
+  fence?: AnswerFence;
 }
 
 /**
@@ -292,7 +311,7 @@ export class SemanticAnswerCache<T> {
       this.misses++;
       return undefined;
     }
-    if (!(await this.sourcesUnchanged(tenantId, cached.sources))) {
+    if (!(await this.sourcesUnchanged(tenantId, cached.sources)) || !(await this.quietSince(tenantId, cached.fence))) {
       await this.opts.store.remove(tenantId, partition, best.id);
       this.stale++;
       this.misses++;
@@ -302,10 +321,17 @@ export class SemanticAnswerCache<T> {
     return structuredClone(cached.value);
   }
 
-  async set(tenantId: string, partition: string, vector: Float32Array, value: T, sources: readonly AnswerSource[]): Promise<void> {
+  /** Where the log is now: take it before computing an answer, and hand it to `set` with the answer. */
+  async fence(tenantId: string, scopes: readonly { layer: string; scopeId?: string }[]): Promise<AnswerFence> {
+    const head = await this.opts.db.withTenant(tenantId, (sql) => EventLog.head(sql, tenantId));
+    return { seq: head.seq, epoch: head.epoch, scopes: scopes.map((s) => ({ layer: s.layer, ...(s.scopeId === undefined ? {} : { scopeId: s.scopeId }) })) };
+  }
+
+  async set(tenantId: string, partition: string, vector: Float32Array, value: T, sources: readonly AnswerSource[], fence?: AnswerFence): Promise<void> {
     const now = this.now();
     const entry: AnswerEntry = { id: randomUUID(), vector: vector.slice(), createdAt: now, expiresAt: now + this.opts.ttlSec * 1000 };
-    await this.opts.store.put(tenantId, partition, entry, { value: structuredClone(value), sources: [...sources] }, this.opts.perPartition);
+    const cached: CachedAnswer<T> = { value: structuredClone(value), sources: [...sources], ...(fence ? { fence } : {}) };
+    await this.opts.store.put(tenantId, partition, entry, cached, this.opts.perPartition);
   }
 
   stats(): AnswerCacheStats {
@@ -314,6 +340,33 @@ export class SemanticAnswerCache<T> {
 
   close(): Promise<void> {
     return this.opts.store.close();
+  }
+
+  /**
+   * No memory event in the fenced scopes since the fence. One range read of the log by primary key;
+   * more events than a page is treated as a change rather than read on.
+   */
+  private async quietSince(tenantId: string, fence: AnswerFence | undefined): Promise<boolean> {
+    if (fence === undefined) return true;
+    if (!Number.isSafeInteger(fence.seq) || !Array.isArray(fence.scopes)) return false;
+    const found = await this.opts.db.withTenant(tenantId, async (sql) => {
+      const head = await EventLog.head(sql, tenantId);
+      if (head.epoch !== fence.epoch) return undefined;
+      const res = await sql.query<{ data: { memory?: { layer?: string; scopeId?: string }; layer?: string; scopeId?: string } }>(
+        `SELECT data FROM events WHERE tenant_id = $1 AND seq > $2 AND type LIKE 'memory.%' ORDER BY seq LIMIT $3`,
+        [tenantId, fence.seq, FENCE_PAGE + 1],
+      );
+      return res.rows;
+    });
+    if (found === undefined || found.length > FENCE_PAGE) return false;
+    const rows = found;
+    return !rows.some(({ data }) => {
+      const layer = data?.memory?.layer ?? data?.layer;
+      const scopeId = data?.memory?.scopeId ?? data?.scopeId;
+      // An event that names no scope could be anywhere: it counts.
+      if (layer === undefined) return true;
+      return fence.scopes.some((s) => s.layer === layer && (s.scopeId === undefined || s.scopeId === scopeId));
+    });
   }
 
   /** One query: do all sources still exist, undeleted, at the recorded versions (and summaries)? */

@@ -15,8 +15,9 @@ import {
 } from '../protocol/index.js';
 import type { Db } from '../store/index.js';
 import { requirePermission, type TenantContext } from '../tenancy/index.js';
-import { MemoryAnswerStore, RedisAnswerStore, SemanticAnswerCache, type AnswerCacheStats } from './answer-cache.js';
+import { MemoryAnswerStore, RedisAnswerStore, SemanticAnswerCache, type AnswerCacheStats, type CachedAnswer } from './answer-cache.js';
 import type { Llm } from './llm.js';
+import { CachedMemorySearch, type SearchAnswer } from './search-answers.js';
 import { SummaryService } from './summaries.js';
 import { createSummarizer } from './summarizer.js';
 
@@ -134,11 +135,14 @@ export class ContextArchitect {
     if (cache && vector) {
       const hit = await cache.get(ctx.tenantId, partition, vector);
       if (hit) {
+        await this.opts.memory.recordAccess(ctx, hit.used.map((u) => u.memoryId));
         this.assembled++;
         return { ...hit, cached: true };
       }
     }
 
+    // Before the search: a memory written in these scopes from here on makes the answer stale.
+    const fence = cache && vector ? await cache.fence(ctx.tenantId, scopes) : undefined;
     const { results } = await this.opts.memory.search(ctx, { ...query, limit: config.candidates, threshold: config.minRelevance });
     const summaries = await this.opts.summaries.resolve(ctx.tenantId, results.map((h) => h.memory));
     // Search orders by its score (similarity with importance and recency); packing goes by
@@ -160,12 +164,12 @@ export class ContextArchitect {
     this.assembled++;
     // Every candidate is a source, packed or not: an edit can change what would be packed. So is
     // the state of its summaries: stored ones arriving replace the ones made on the fly.
-    if (cache && vector && results.length > 0) {
+    if (cache && vector) {
       const sources = results.map((h) => {
         const s = summaries.get(h.memory.id);
         return { id: h.memory.id, version: h.memory.version, summarizer: s?.source === 'stored' ? s.summarizer : null };
       });
-      await cache.set(ctx.tenantId, partition, vector, result, sources);
+      await cache.set(ctx.tenantId, partition, vector, result, sources, fence);
     }
     return result;
   }
@@ -211,6 +215,8 @@ export interface ContextServicesOptions {
 export interface ContextServices {
   summaries: SummaryService;
   context: ContextArchitect;
+  /** memory.search through the same kind of semantic answer cache, in partitions of its own. */
+  search: CachedMemorySearch;
   close(): Promise<void>;
 }
 
@@ -230,16 +236,25 @@ export function createContextServices(opts: ContextServicesOptions): ContextServ
     ...(opts.commits ? { commits: opts.commits } : {}),
   });
   const { entries, ttlSec, threshold, perScopeEntries } = config.answerCache;
-  const cache =
+  const answerCache = <T>(): SemanticAnswerCache<T> | undefined =>
     entries > 0
-      ? new SemanticAnswerCache<ContextAssembleResult>({
-          store: redisUrl ? new RedisAnswerStore({ url: redisUrl, ttlSec }) : new MemoryAnswerStore(entries),
+      ? new SemanticAnswerCache<T>({
+          store: redisUrl ? new RedisAnswerStore<CachedAnswer<T>>({ url: redisUrl, ttlSec }) : new MemoryAnswerStore<CachedAnswer<T>>(entries),
           db: opts.db,
           threshold,
           ttlSec,
           perPartition: perScopeEntries,
         })
       : undefined;
+  const cache = answerCache<ContextAssembleResult>();
   const context = new ContextArchitect({ memory: opts.memory, embeddings: opts.embeddings, summaries, config, ...(cache ? { cache } : {}) });
-  return { summaries, context, close: () => context.close() };
+  const search = new CachedMemorySearch({ memory: opts.memory, embeddings: opts.embeddings, cache: answerCache<SearchAnswer>() });
+  return {
+    summaries,
+    context,
+    search,
+    close: async () => {
+      await Promise.all([context.close(), search.close()]);
+    },
+  };
 }

@@ -12,8 +12,9 @@ export type { SummarizeOptions, SummarizeOutcome, SummarizeStatus, SummaryServic
 export { ContextArchitect, createContextServices, levelFor, packContext } from './context.js';
 export type { ContextArchitectOptions, ContextServices, ContextServicesOptions, ContextStats, LevelThresholds, PackCandidate, PackedContext } from './context.js';
 export { MemoryAnswerStore, RedisAnswerStore, SemanticAnswerCache } from './answer-cache.js';
-export type { AnswerCacheStats, AnswerEntry, AnswerSource, AnswerStore, CachedAnswer, SemanticAnswerCacheOptions } from './answer-cache.js';
+export type { AnswerCacheStats, AnswerEntry, AnswerFence, AnswerSource, AnswerStore, CachedAnswer, SemanticAnswerCacheOptions } from './answer-cache.js';
 export { ContextApi, type ContextApiOptions } from './context-api.js';
+export { CachedMemorySearch, type CachedSearchResult, type SearchAnswer } from './search-answers.js';
 // Note-taking and hindsight learning: trajectories, redaction, distilled notes, error patterns.
 export { capUtf8, looksLikeToken, redactText, sanitiseForStorage, type CappedText, type Redacted, type RedactionKind } from './redact.js';
 export { errorSignature, normaliseErrorMessage, stackFrames, type ErrorSignature } from './signature.js';

@@ -294,6 +294,22 @@ export class MemoryService {
     return { results, model: embeddings.model };
   }
 
+  /**
+   * Counts a read of these memories as search does (access count, last access), for answers
+   * served from a cache: tiering and ranking see every access, however it was answered.
+   */
+  async recordAccess(ctx: TenantContext, ids: readonly string[]): Promise<void> {
+    requirePermission(ctx, 'memory:read');
+    const valid = ids.filter((id) => memoryIdSchema.safeParse(id).success);
+    if (valid.length === 0) return;
+    await this.opts.db.withTenant(ctx.tenantId, (sql) =>
+      sql.query('UPDATE memories SET access_count = access_count + 1, last_accessed_at = now() WHERE id = ANY($1::uuid[]) AND tenant_id = $2 AND deleted_at IS NULL', [
+        valid,
+        ctx.tenantId,
+      ]),
+    );
+  }
+
   async update(ctx: TenantContext, rawId: unknown, raw: unknown): Promise<Memory> {
     requirePermission(ctx, 'memory:write');
     const id = parseInput(memoryIdSchema, rawId, 'memory id');

@@ -1,4 +1,4 @@
-import { budgetLimitsSchema, parseInput, type BudgetStatus, type EmbedCacheUsage, type UsageReport } from '../protocol/index.js';
+import { budgetLimitsSchema, parseInput, type AnswerCacheUsage, type BudgetStatus, type EmbedCacheUsage, type UsageReport } from '../protocol/index.js';
 import { actorOf, requirePermission, type Permission, type TenantContext } from '../tenancy/index.js';
 import type { TokenBudgets } from './budget.js';
 
@@ -23,6 +23,8 @@ export class BudgetApi {
   constructor(
     private readonly budgets: TokenBudgets,
     private readonly embeddings: EmbedCacheUsageSource,
+    /** The semantic answer caches' counters, when the caller has them (the gateway does). */
+    private readonly answers?: () => AnswerCacheUsage,
   ) {}
 
   async get(ctx: TenantContext): Promise<BudgetStatus> {
@@ -39,6 +41,6 @@ export class BudgetApi {
   async usage(ctx: TenantContext): Promise<UsageReport> {
     requirePermission(ctx, BUDGET_PERMISSION);
     const [embedCache, status] = await Promise.all([this.embeddings.cacheUsage(ctx.tenantId), this.budgets.status(ctx.tenantId)]);
-    return { tenantId: ctx.tenantId, embedCache, tokens: status.budgets };
+    return { tenantId: ctx.tenantId, embedCache, ...(this.answers ? { answerCache: this.answers() } : {}), tokens: status.budgets };
   }
 }

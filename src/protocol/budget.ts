@@ -82,10 +82,25 @@ export interface EmbedCacheUsage extends EmbedCacheCounts {
   model: string;
 }
 
+/** Semantic answer cache lookups of this process (all tenants); null when the cache is off. */
+export interface AnswerCacheUsage {
+  scope: 'process';
+  context: AnswerCacheCounts | null;
+  search: AnswerCacheCounts | null;
+}
+
+export interface AnswerCacheCounts {
+  hits: number;
+  misses: number;
+  /** Misses where a similar answer existed but a source or its scopes had changed since. */
+  stale: number;
+}
+
 /** `GET /v1/admin/usage`, `usage.get`. */
 export interface UsageReport {
   tenantId: string;
   embedCache: EmbedCacheUsage;
+  answerCache?: AnswerCacheUsage;
   tokens: Record<BudgetKind, BudgetKindStatus>;
 }
 

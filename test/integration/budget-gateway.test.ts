@@ -91,6 +91,7 @@ describe('token budgets through the gateway', () => {
     expect(usage).toMatchObject({
       tenantId: 'budget-e2e',
       embedCache: { scope: 'process', semanticEnabled: true, model: 'budget-e2e-embed', exact: { hits: 1 } },
+      answerCache: { scope: 'process', context: { hits: 0, misses: 0, stale: 0 }, search: { hits: 0, misses: 0, stale: 0 } },
       tokens: { embed: { day: { used: firstThree, limit } } },
     });
     const ack = await socket.emitWithAck('budget.get', {});
