@@ -351,7 +351,9 @@ export class SemanticAnswerCache<T> {
     if (!Number.isSafeInteger(fence.seq) || !Array.isArray(fence.scopes)) return false;
     const found = await this.opts.db.withTenant(tenantId, async (sql) => {
       const head = await EventLog.head(sql, tenantId);
-      if (head.epoch !== fence.epoch) return undefined;
+      // No epoch is a stream that never started: a reset database and a surviving Redis look
+      // exactly like an answer fenced there before, so such an answer is never trusted.
+      if (head.epoch === null || head.epoch !== fence.epoch) return undefined;
       const res = await sql.query<{ data: { memory?: { layer?: string; scopeId?: string }; layer?: string; scopeId?: string } }>(
         `SELECT data FROM events WHERE tenant_id = $1 AND seq > $2 AND type LIKE 'memory.%' ORDER BY seq LIMIT $3`,
         [tenantId, fence.seq, FENCE_PAGE + 1],

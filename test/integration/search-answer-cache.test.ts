@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContextApi } from '../../src/cca/index.js';
+import { ContextApi, MemoryAnswerStore, SemanticAnswerCache, type CachedAnswer } from '../../src/cca/index.js';
 import type { Memory } from '../../src/protocol/index.js';
 import { backends, openTestCore, rejectionOf, tenantCtx, type TestCore } from '../support/backends.js';
 import { requireService } from '../support/index.js';
@@ -13,8 +13,12 @@ const redisUrl = requireService('redis');
  */
 describe.each(backends())('semantic answer cache for search (%s)', (backend) => {
   let t: TestCore;
-  const alice = tenantCtx('sc-acme', 'alice', ['developer']);
-  const bob = tenantCtx('sc-acme', 'bob', ['developer']);
+  // Each run gets its own tenants: the database is fresh per run but Redis is not, and answers
+  // left there by an earlier run must not decide this one.
+  const acme = `sc-acme-${backend}-${process.pid}-${Date.now()}`;
+  const globex = `sc-globex-${backend}-${process.pid}-${Date.now()}`;
+  const alice = tenantCtx(acme, 'alice', ['developer']);
+  const bob = tenantCtx(acme, 'bob', ['developer']);
   const add = async (ctx: typeof alice, content: string, scope: Record<string, string> = { layer: 'project', projectId: 'apollo' }) =>
     (await t.core.memory.add(ctx, { ...scope, content })).memory as Memory;
   const search = (ctx: typeof alice, query: string, extra: Record<string, unknown> = {}) =>
@@ -66,7 +70,7 @@ describe.each(backends())('semantic answer cache for search (%s)', (backend) => 
     expect(afterEdit.results.find((h) => h.memory.id === target.memory.id)?.memory.content).toContain('three in the morning');
 
     expect((await search(alice, 'nightly reindex of the search cluster')).cached).toBe(true);
-    await t.core.memory.delete(tenantCtx('sc-acme', 'root', ['admin']), target.memory.id);
+    await t.core.memory.delete(tenantCtx(acme, 'root', ['admin']), target.memory.id);
     const afterDelete = await search(alice, 'nightly reindex of the search cluster');
     expect(afterDelete.cached).toBe(false);
     expect(afterDelete.results.map((h) => h.memory.id)).not.toContain(target.memory.id);
@@ -97,16 +101,21 @@ describe.each(backends())('semantic answer cache for search (%s)', (backend) => 
     // Asking for alice's layer by name is refused before the cache is consulted.
     expect((await rejectionOf(t.core.search.search(bob, { query: 'billing dashboard password hint', layers: ['user'], userId: 'alice' }))).code).toBe('FORBIDDEN');
 
-    const other = tenantCtx('sc-globex', 'alice', ['developer']);
+    // The same user name, query and scope in another tenant: acme has this answer cached, and
+    // globex must not even find it (a found-but-rejected entry would count as stale).
+    const other = tenantCtx(globex, 'alice', ['developer']);
+    await add(other, 'Globex settles card payments by bank transfer only.', { layer: 'project', projectId: 'gemini' });
+    const staleBefore = t.core.search.stats()?.stale;
     const elsewhere = await t.core.search.search(other, { query: 'how does billing retry failed card payments', layers: ['project'], projectId: 'apollo' });
     expect(elsewhere).toMatchObject({ cached: false, results: [] });
+    expect(t.core.search.stats()?.stale).toBe(staleBefore);
   });
 
   it('validates input as search does', async () => {
     expect((await rejectionOf(t.core.search.search(alice, { query: '' }))).code).toBe('INVALID_ARGUMENT');
     expect((await rejectionOf(t.core.search.search(alice, { query: 'x', limit: 0 }))).code).toBe('INVALID_ARGUMENT');
     expect((await rejectionOf(t.core.search.search(alice, { query: 'x', bogus: 1 }))).code).toBe('INVALID_ARGUMENT');
-    expect((await rejectionOf(t.core.search.search(tenantCtx('sc-acme', 'nobody', []), { query: 'x' }))).code).toBe('FORBIDDEN');
+    expect((await rejectionOf(t.core.search.search(tenantCtx(acme, 'nobody', []), { query: 'x' }))).code).toBe('FORBIDDEN');
   });
 
   it('fences context.assemble the same way: a new memory in its scopes invalidates the packed answer', async () => {
@@ -118,5 +127,17 @@ describe.each(backends())('semantic answer cache for search (%s)', (backend) => 
     const fresh = await api.assemble(alice, input);
     expect(fresh.cached).toBe(false);
     expect(fresh.used.map((u) => u.memoryId)).toContain(added.id);
+  });
+
+  it('never trusts a fence taken before the tenant had a stream (a reset database behind a surviving cache looks the same)', async () => {
+    const tenant = `${globex}-unborn`;
+    const cache = new SemanticAnswerCache<string>({ store: new MemoryAnswerStore<CachedAnswer<string>>(10), db: t.core.db, threshold: 0.95, ttlSec: 60, perPartition: 10 });
+    const [vector] = await t.core.embeddings.embed(tenant, ['anything at all']);
+    const fence = await cache.fence(tenant, [{ layer: 'project', scopeId: 'apollo' }]);
+    expect(fence.epoch).toBeNull();
+    await cache.set(tenant, 'p', vector as Float32Array, 'nothing found', [], fence);
+    expect(await cache.get(tenant, 'p', vector as Float32Array)).toBeUndefined();
+    expect(cache.stats().stale).toBe(1);
+    await cache.close();
   });
 });
