@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MetaRun } from '../../src/protocol/index.js';
 import { TEST_JWT_SECRET, tokenFor } from '../support/backends.js';
+import { restCall } from '../support/gateway.js';
 import { createTestDatabase, requireService, type TestDatabase } from '../support/index.js';
 import { startLlmServer, type LlmServer } from '../support/llm-server.js';
 import { killAllNodes, spawnWorker, startNode, workerReady, type GatewayNode, type WorkerNode } from '../support/nodes.js';
@@ -24,14 +25,7 @@ describe.skipIf(!pgUrl || !redisUrl)('a Meta-Agent run across a worker crash (cl
   let env: Record<string, string>;
   let dev: string;
 
-  async function call(method: string, route: string, body?: unknown): Promise<{ status: number; body: MetaRun & Record<string, unknown> }> {
-    const res = await fetch(`${gateway.url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${dev}`, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: res.status, body: (await res.json()) as MetaRun & Record<string, unknown> };
-  }
+  const call = (method: string, route: string, body?: unknown) => restCall<MetaRun>(gateway.url, method, route, dev, body);
 
   /** Polls the run until its `iteration` waits for a verdict (a candidate, untested, status running). */
   async function awaitingVerdict(runId: string, iteration: number): Promise<void> {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeIdFor } from '../../src/graph/index.js';
 import type { Ack, EventEnvelope, GraphChangedData, GraphNeighborsResult, GraphSearchResult } from '../../src/protocol/index.js';
 import { tokenFor } from '../support/backends.js';
-import { openSocket, startTestGateway, until, type TestGateway } from '../support/gateway.js';
+import { openSocket, restCall, startTestGateway, until, type TestGateway } from '../support/gateway.js';
 
 interface Reply {
   status: number;
@@ -24,14 +24,7 @@ describe('knowledge graph through the gateway (embedded, in-process jobs)', () =
   let socket: Socket;
   const changes: EventEnvelope<GraphChangedData>[] = [];
 
-  async function call(method: string, path: string, token: string, body?: unknown): Promise<Reply> {
-    const res = await fetch(`${g.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  const call = (method: string, path: string, token: string, body?: unknown): Promise<Reply> => restCall(g.url, method, path, token, body);
 
   function emit<T>(event: string, payload: unknown): Promise<Ack<T>> {
     return new Promise((resolve) => socket.emit(event, payload, resolve));

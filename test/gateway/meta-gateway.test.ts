@@ -5,17 +5,12 @@ import type { Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Ack, EventEnvelope, MetaFinishedEventData, MetaIterationEventData, MetaRun, MetaTestRequestEventData } from '../../src/protocol/index.js';
 import { tokenFor } from '../support/backends.js';
-import { openSocket, startTestGateway, until, type TestGateway } from '../support/gateway.js';
+import { openSocket, restCall, startTestGateway, until, type RestReply, type TestGateway } from '../support/gateway.js';
 import { requireService } from '../support/index.js';
 import { startLlmServer, type LlmServer } from '../support/llm-server.js';
 
 const python = requireService('python');
 const TESTER = path.join(path.dirname(fileURLToPath(import.meta.url)), '../e2e/python/meta_tester.py');
-
-interface Reply {
-  status: number;
-  body: Record<string, unknown>;
-}
 
 /**
  * The Meta-Agent end to end in embedded mode: `meta.run` over the socket or REST commits the run
@@ -30,14 +25,7 @@ describe('Meta-Agent through the gateway (embedded, in-process jobs)', () => {
   let socket: Socket;
   const seen: EventEnvelope[] = [];
 
-  async function call(method: string, route: string, token: string, body?: unknown): Promise<Reply> {
-    const res = await fetch(`${g.url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  const call = (method: string, route: string, token: string, body?: unknown): Promise<RestReply> => restCall(g.url, method, route, token, body);
   function emit<T>(event: string, payload: unknown): Promise<Ack<T>> {
     return new Promise((resolve) => socket.emit(event, payload, resolve));
   }

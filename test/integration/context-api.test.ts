@@ -9,7 +9,7 @@ import { createRealtime, type Realtime } from '../../gateway/realtime/server.js'
 import { createLogger } from '../../src/obs/index.js';
 import type { Ack, ContextAssembleResult, Memory, MemorySummaries } from '../../src/protocol/index.js';
 import { tenantCtx, tokenFor } from '../support/backends.js';
-import { openSocket } from '../support/gateway.js';
+import { openSocket, restCall } from '../support/gateway.js';
 import { openContextFixture, type ContextFixture } from './context-support.js';
 
 interface Reply {
@@ -33,14 +33,7 @@ describe('Context Architect over REST and the socket', () => {
   let socket: Socket;
   let memory: Memory;
 
-  async function call(method: string, path: string, token: string | undefined, body?: unknown): Promise<Reply> {
-    const res = await fetch(`${url}${path}`, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  const call = (method: string, path: string, token: string | undefined, body?: unknown): Promise<Reply> => restCall(url, method, path, token, body);
 
   function emit<T>(event: string, payload: unknown): Promise<Ack<T>> {
     return new Promise((resolve) => socket.emit(event, payload, resolve));

@@ -69,3 +69,18 @@ export async function until(check: () => boolean, what: string, ms = 15_000): Pr
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+export interface RestReply<B = Record<string, unknown>> {
+  status: number;
+  body: B;
+}
+
+/** One JSON request to a gateway (a string body is sent as it is), with a bearer token when given; the reply's status and parsed body. */
+export async function restCall<B = Record<string, unknown>>(baseUrl: string, method: string, route: string, token: string | undefined, body?: unknown): Promise<RestReply<B>> {
+  const res = await fetch(`${baseUrl}${route}`, {
+    method,
+    headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+  return { status: res.status, body: (await res.json()) as B };
+}
