@@ -13,6 +13,7 @@ function withRunId(call: RouteCall): Record<string, unknown> {
 export function metaRoutes(api: MetaApi): Route[] {
   return [
     { method: 'POST', path: '/v1/meta/runs', auth: true, body: true, handle: async (call) => ok(await api.start(call.tenant, call.body), 202) },
+    { method: 'GET', path: '/v1/meta/runs', auth: true, body: false, handle: async (call) => ok(await api.list(call.tenant, call.query)) },
     { method: 'GET', path: '/v1/meta/runs/:id', auth: true, body: false, handle: async (call) => ok(await api.get(call.tenant, { runId: call.params['id'] ?? '' })) },
     { method: 'POST', path: '/v1/meta/runs/:id/test-result', auth: true, body: true, handle: async (call) => ok(await api.testResult(call.tenant, withRunId(call))) },
     { method: 'POST', path: '/v1/meta/runs/:id/cancel', auth: true, body: false, handle: async (call) => ok(await api.cancel(call.tenant, { runId: call.params['id'] ?? '' })) },

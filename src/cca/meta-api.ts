@@ -6,6 +6,7 @@ import type { Logger } from '../obs/index.js';
 import type { Db } from '../store/index.js';
 import {
   AeternaError,
+  metaListSchema,
   metaRunIdSchema,
   metaRunSchema,
   metaTestResultSchema,
@@ -74,6 +75,13 @@ export class MetaApi {
     const { runId } = parseInput(metaRunIdSchema, raw, 'meta run id');
     const run = await this.opts.store.load(ctx.tenantId, runId);
     return publicRun(run, await this.opts.store.iterations(ctx.tenantId, runId));
+  }
+
+  async list(ctx: TenantContext, raw: unknown): Promise<{ runs: MetaRun[] }> {
+    requirePermission(ctx, 'memory:read');
+    const filter = parseInput(metaListSchema, raw ?? {}, 'meta run listing');
+    const runs = await this.opts.store.list(ctx.tenantId, { limit: filter.limit, ...(filter.status ? { status: filter.status } : {}) });
+    return { runs: runs.map((run) => publicRun(run)) };
   }
 
   async testResult(ctx: TenantContext, raw: unknown): Promise<{ runId: string; iteration: number; accepted: true }> {

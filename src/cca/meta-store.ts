@@ -205,6 +205,17 @@ export class MetaRunStore {
     return this.db.withTenant(tenantId, (sql) => this.loadIn(sql, tenantId, runId));
   }
 
+  /** The tenant's most recent runs, newest first. */
+  async list(tenantId: string, filter: { status?: MetaStatus; limit: number }): Promise<MetaRunState[]> {
+    const res = await this.db.withTenant(tenantId, (sql) =>
+      sql.query<RunRow>(
+        `SELECT ${RUN_COLUMNS} FROM meta_runs r WHERE r.tenant_id = $1 AND ($2::text IS NULL OR r.status = $2) ORDER BY r.created_at DESC, r.id DESC LIMIT $3`,
+        [tenantId, filter.status ?? null, filter.limit],
+      ),
+    );
+    return res.rows.map(toRun);
+  }
+
   async iterations(tenantId: string, runId: string): Promise<MetaIterationState[]> {
     const res = await this.db.withTenant(tenantId, (sql) =>
       sql.query<IterationRow>(

@@ -51,6 +51,14 @@ export type MetaRunInput = z.infer<ReturnType<typeof metaRunSchema>>;
 
 export const metaRunIdSchema = z.object({ runId: z.string().uuid('must be a UUID') }).strict();
 
+export const metaListSchema = z
+  .object({
+    status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']).optional(),
+    limit: z.coerce.number().int().min(1).max(100).default(20),
+  })
+  .strict();
+export type MetaListInput = z.infer<typeof metaListSchema>;
+
 export const metaTestResultSchema = z
   .object({
     runId: z.string().uuid('must be a UUID'),

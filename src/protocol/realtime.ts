@@ -63,6 +63,8 @@ export const CLIENT_EVENTS = {
   metaRun: 'meta.run',
   /** Meta-Agent: a run's state and iterations. */
   metaGet: 'meta.get',
+  /** Meta-Agent: the tenant's recent runs, `{status?, limit?}`. */
+  metaList: 'meta.list',
   /** Meta-Agent: the caller's verdict on a candidate sent as `meta.test`. */
   metaTestResult: 'meta.testResult',
   metaCancel: 'meta.cancel',

@@ -83,6 +83,13 @@ describe('Meta-Agent through the gateway (embedded, in-process jobs)', () => {
     const got = await call('GET', `/v1/meta/runs/${runId}`, dev);
     expect(got).toMatchObject({ status: 200, body: { status: 'succeeded', solution: 'fixed', iterationsDone: 2 } });
 
+    const listed = await call('GET', '/v1/meta/runs?status=succeeded&limit=10', dev);
+    expect(listed.status).toBe(200);
+    expect((listed.body['runs'] as MetaRun[]).map((r) => r.runId)).toContain(runId);
+    expect((listed.body['runs'] as MetaRun[]).every((r) => r.status === 'succeeded' && r.iterations === undefined)).toBe(true);
+    expect(await call('GET', '/v1/meta/runs?limit=0', dev)).toMatchObject({ status: 400, body: { code: 'INVALID_ARGUMENT' } });
+    expect(await call('GET', '/v1/meta/runs?status=bogus', dev)).toMatchObject({ status: 400, body: { code: 'INVALID_ARGUMENT' } });
+    expect(await emit<{ runs: MetaRun[] }>('meta.list', { limit: 1 })).toMatchObject({ ok: true, data: { runs: [{ runId }] } });
     expect(await call('POST', '/v1/meta/runs', admin, { goal: 'x', testCommand: 'sh -c true' })).toMatchObject({ status: 403, body: { code: 'FORBIDDEN' } });
     expect(await call('POST', '/v1/meta/runs', dev, { goal: 'x', testCommand: 'grep x' })).toMatchObject({ status: 403, body: { code: 'FORBIDDEN' } });
     expect(await call('POST', '/v1/meta/runs', dev, { goal: 'x', maxIterations: 'three' })).toMatchObject({ status: 400, body: { code: 'INVALID_ARGUMENT' } });
