@@ -1,13 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { Queue, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Job } from 'bullmq';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BudgetsConfig, JobsConfig } from '../../src/config.js';
 import { EventLog } from '../../src/events/index.js';
 import {
-  BULLMQ_PREFIX,
-  BullMqJobQueue,
   DeadLetterStore,
   InProcessJobQueue,
   JOBS_ACTOR,
@@ -21,15 +17,16 @@ import { TokenBudgets, type Logger } from '../../src/obs/index.js';
 import type { Db } from '../../src/store/index.js';
 import { backends, openTestCore, type BackendName, type TestCore } from '../support/backends.js';
 import { until } from '../support/gateway.js';
-import { requireService } from '../support/index.js';
+import { BullMqTestRun, requireService } from '../support/index.js';
 
 const redisUrl = requireService('redis');
-const pgUrl = requireService('postgres');
 
 /** The day the budgets live in; its period resets at RESET. */
 const RESET = new Date('2026-03-11T00:00:00.000Z');
 const HOUR_BEFORE = new Date(RESET.getTime() - 3_600_000);
 const LLM_DAY_LIMIT = 10;
+/** One try: a refusal counted as a failed try would dead-letter the job at once. */
+const ONE_TRY: JobsConfig = { attempts: 1, backoffMs: 50, concurrency: 1, stalledMs: 5000, retainSec: 3600 };
 
 /** A clock both the budgets and the queue read; only the test moves it. */
 interface Clock {
@@ -104,145 +101,151 @@ async function deadJobs(store: DeadLetterStore, tenantId: string): Promise<strin
   return (await store.list(tenantId, { state: 'failed', limit: 10 })).items.map((j) => j.jobId);
 }
 
-describe.skipIf(!redisUrl)('budget deferral on the BullMQ job queue (real Redis)', { timeout: 60_000 }, () => {
-  const run = randomBytes(4).toString('hex');
-  const kindOf = (name: string) => `t${run}.${name}`;
-  const used: { kind: string; tenant: string }[] = [];
-  const queues: JobQueue[] = [];
-  let t: TestCore;
-  let store: DeadLetterStore;
-  let redis: Redis;
+/** A deferred job as its queue stores it. */
+interface HeldJob {
+  /** Tries counted so far. */
+  attempts: number;
+  /** Until it may run again. */
+  waitsMs: number;
+}
 
-  beforeAll(async () => {
-    t = await openTestCore(pgUrl ? 'postgres' : 'pglite');
-    store = new DeadLetterStore({ db: t.core.db });
-    redis = new Redis(redisUrl as string);
-  });
-  afterAll(async () => {
-    await Promise.allSettled(queues.map((q) => q.close()));
-    for (const { kind, tenant } of used) {
-      const queue = new Queue(kind, { connection: redis, prefix: BULLMQ_PREFIX });
-      await queue.obliterate({ force: true }).catch(() => undefined);
-      await queue.close();
-      await redis.del(PendingJobs.key(tenant, kind));
-    }
-    redis?.disconnect();
-    await t?.close();
-  });
+/**
+ * One job queue implementation as the scenarios see it. Where the queue keeps its jobs (BullMQ's
+ * sets in Redis, or the pending_jobs table) decides how a held job is read, released early and
+ * seen to be finished; the scenarios are the same for both.
+ */
+interface QueueUnderTest {
+  core: TestCore;
+  deadLetters: DeadLetterStore;
+  /** The scenario's job kind and tenant, apart from those of other runs and backends. */
+  names(scenario: string): { kind: string; tenant: string };
+  /** ONE_TRY unless `jobs` says otherwise; its budget clock is `clock`. */
+  open(kind: string, tenant: string, clock: Clock, log: Logger, jobs?: Partial<JobsConfig>): JobQueue;
+  /** The job `q` deferred, as stored; asserts it still counts as pending where that is kept apart. */
+  held(q: JobQueue, spec: JobSpec): Promise<HeldJob>;
+  /** Ends the wait as the passing hour would; gives the queue that runs the job, from `restart` if `q` is gone. */
+  endWait(q: JobQueue, spec: JobSpec, restart: () => Promise<JobQueue>): Promise<JobQueue>;
+  /** After the job's last run: asserts it ended as `end` and the queue holds it pending no more. */
+  expectFinished(q: JobQueue, spec: JobSpec, end: 'completed' | 'failed'): Promise<void>;
+}
 
-  function open(kind: string, tenant: string, clock: Clock, log: Logger, jobs: Partial<JobsConfig> = {}): BullMqJobQueue {
-    used.push({ kind, tenant });
-    const queue = new BullMqJobQueue({
-      redisUrl: redisUrl as string,
-      // One attempt: a refusal counted as a failed try would dead-letter the job at once.
-      jobs: { attempts: 1, backoffMs: 50, concurrency: 1, stalledMs: 5000, retainSec: 3600, ...jobs },
-      deadLetters: store,
-      log,
-      closeGraceMs: 2000,
-      now: () => clock.at,
-    });
-    queues.push(queue);
-    return queue;
-  }
+/** A queue working `kind` with the metered processor, the tenant's day spent, and one job enqueued. */
+async function deferralSetup(s: QueueUnderTest, scenario: string, action: BudgetsConfig['action'], clock: Clock, jobs: Partial<JobsConfig> = {}) {
+  const { kind, tenant } = s.names(scenario);
+  const budgets = budgetsFor(s.core, action, clock);
+  const { log, lines } = capturingLogger();
+  const runs: Run[] = [];
+  const processors = { [kind]: meteredProcessor(budgets, clock, runs) };
+  const q = s.open(kind, tenant, clock, log, jobs);
+  await q.work(processors);
+  await spendTheDay(budgets, tenant);
+  const spec = await jobFor(s.core.core.db, tenant, kind);
+  await q.enqueue([spec]);
+  const restart = async () => {
+    const again = s.open(kind, tenant, clock, log, jobs);
+    await again.work(processors);
+    return again;
+  };
+  return { kind, tenant, lines, runs, q, spec, restart };
+}
 
-  async function bullJob(kind: string, id: string): Promise<Job<JobSpec>> {
-    const bull = new Queue<JobSpec>(kind, { connection: redis, prefix: BULLMQ_PREFIX });
-    try {
-      return (await bull.getJob(id)) as Job<JobSpec>;
-    } finally {
-      await bull.close();
-    }
-  }
-
-  it('queue: the job waits in the delayed set until the reset, its try not counted, still pending for fairness, then runs', async () => {
-    const kind = kindOf('defer');
-    const tenant = `bq-defer-${run}`;
+/** The scenarios every queue implementation must pass; `underTest` is read once the suite's beforeAll ran. */
+function deferralScenarios(underTest: () => QueueUnderTest): void {
+  it('queue: the job waits until the reset with no try counted, still pending, then runs', async () => {
+    const s = underTest();
     const clock: Clock = { at: HOUR_BEFORE };
-    const budgets = budgetsFor(t, 'queue', clock);
-    const { log, lines } = capturingLogger();
-    const q = open(kind, tenant, clock, log);
-    const runs: Run[] = [];
-    await q.work({ [kind]: meteredProcessor(budgets, clock, runs) });
-    await spendTheDay(budgets, tenant);
-    const spec = await jobFor(t.core.db, tenant, kind);
-    await q.enqueue([spec]);
+    const { kind, tenant, lines, runs, q, spec, restart } = await deferralSetup(s, 'defer', 'queue', clock);
 
     await until(() => deferrals(lines).length === 1, 'the deferral');
-    const job = await bullJob(kind, spec.id);
-    expect(await job.getState()).toBe('delayed');
-    expect(job.attemptsMade).toBe(0);
-    // It waits the hour left until the reset (less what the test took since), not a backoff.
-    expect(job.delay).toBeGreaterThan(3_600_000 - 30_000);
-    expect(job.delay).toBeLessThanOrEqual(3_600_000);
     expect(deferrals(lines)[0]).toMatchObject({ tenantId: tenant, kind, jobId: spec.id, retryAt: RESET.toISOString(), attempt: 1 });
-    // Unfinished: it still counts in its tenant's pending set, and nothing is dead-lettered.
-    expect(await redis.zscore(PendingJobs.key(tenant, kind), spec.id)).not.toBeNull();
-    expect(await redis.pttl(PendingJobs.key(tenant, kind))).toBeGreaterThan(3_600_000);
-    expect(await deadJobs(store, tenant)).toEqual([]);
+    const held = await s.held(q, spec);
+    expect(held.attempts).toBe(0);
+    // It waits the hour left until the reset (less what the test took since), not a backoff.
+    expect(held.waitsMs).toBeGreaterThan(3_600_000 - 30_000);
+    expect(held.waitsMs).toBeLessThanOrEqual(3_600_000);
+    expect(await deadJobs(s.deadLetters, tenant)).toEqual([]);
 
-    // The hour passes (promote() stands in for BullMQ's own promotion when the delay is over).
     clock.at = new Date(RESET.getTime() + 1000);
-    await job.promote();
+    const runner = await s.endWait(q, spec, restart);
     await until(() => runs.some((r) => r.outcome === 'ran'), 'the job to run after the reset');
+    await s.expectFinished(runner, spec, 'completed');
     expect(runs).toEqual([
       { attempt: 1, at: HOUR_BEFORE.toISOString(), outcome: 'refused' },
       { attempt: 1, at: clock.at.toISOString(), outcome: 'ran' },
     ]);
-    const done = await bullJob(kind, spec.id);
-    expect(await done.getState()).toBe('completed');
-    expect(await deadJobs(store, tenant)).toEqual([]);
-    const left = async () => redis.zscore(PendingJobs.key(tenant, kind), spec.id);
-    for (let i = 0; i < 100 && (await left()) !== null; i++) await new Promise((r) => setTimeout(r, 50));
-    expect(await left()).toBeNull();
+    expect(await deadJobs(s.deadLetters, tenant)).toEqual([]);
   });
 
   it('queue: a short wait runs again on its own once the delay is over, never counting a try', async () => {
-    const kind = kindOf('short');
-    const tenant = `bq-short-${run}`;
+    const s = underTest();
     const clock: Clock = { at: new Date(RESET.getTime() - 300) };
-    const budgets = budgetsFor(t, 'queue', clock);
-    const { log, lines } = capturingLogger();
-    const q = open(kind, tenant, clock, log);
-    const runs: Run[] = [];
-    await q.work({ [kind]: meteredProcessor(budgets, clock, runs) });
-    await spendTheDay(budgets, tenant);
-    const spec = await jobFor(t.core.db, tenant, kind);
-    await q.enqueue([spec]);
+    const { tenant, lines, runs, q, spec } = await deferralSetup(s, 'short', 'queue', clock);
 
     // Until the clock passes the reset, each re-run is refused and waits again (300 ms each time).
     await until(() => runs.filter((r) => r.outcome === 'refused').length >= 2, 'a refused re-run');
     clock.at = new Date(RESET.getTime() + 1);
     await until(() => runs.some((r) => r.outcome === 'ran'), 'the job to run after the reset');
+    await s.expectFinished(q, spec, 'completed');
     expect(runs.every((r) => r.attempt === 1)).toBe(true);
     expect(runs.filter((r) => r.outcome === 'ran')).toHaveLength(1);
     expect(runs.at(-1)?.outcome).toBe('ran');
     expect(deferrals(lines).length).toBe(runs.filter((r) => r.outcome === 'refused').length);
-    expect(await deadJobs(store, tenant)).toEqual([]);
+    expect(await deadJobs(s.deadLetters, tenant)).toEqual([]);
   });
 
   it('reject: the refusal is an ordinary failure, retried with backoff and dead-lettered', async () => {
-    const kind = kindOf('reject');
-    const tenant = `bq-reject-${run}`;
+    const s = underTest();
     const clock: Clock = { at: HOUR_BEFORE };
-    const budgets = budgetsFor(t, 'reject', clock);
-    const { log, lines } = capturingLogger();
-    const q = open(kind, tenant, clock, log, { attempts: 2 });
-    const runs: Run[] = [];
-    await q.work({ [kind]: meteredProcessor(budgets, clock, runs) });
-    await spendTheDay(budgets, tenant);
-    const spec = await jobFor(t.core.db, tenant, kind);
-    await q.enqueue([spec]);
+    const { tenant, lines, runs, q, spec } = await deferralSetup(s, 'reject', 'reject', clock, { attempts: 2 });
 
-    const dead = async () => deadJobs(store, tenant);
-    for (let i = 0; i < 200 && (await dead()).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
-    expect(await dead()).toEqual([spec.id]);
+    await until(() => runs.length === 2, 'both tries');
+    await s.expectFinished(q, spec, 'failed');
     expect(runs.map((r) => [r.attempt, r.outcome])).toEqual([
       [1, 'refused'],
       [2, 'refused'],
     ]);
     expect(deferrals(lines)).toEqual([]);
-    expect(await (await bullJob(kind, spec.id)).getState()).toBe('failed');
+    expect(await deadJobs(s.deadLetters, tenant)).toEqual([spec.id]);
   });
+}
+
+describe.skipIf(!redisUrl)('budget deferral on the BullMQ job queue (real Redis)', { timeout: 60_000 }, () => {
+  const bull = BullMqTestRun.forSuite(redisUrl);
+
+  async function bullJob(spec: JobSpec): Promise<Job<JobSpec>> {
+    const job = await bull.job(spec.kind, spec.id);
+    expect(job).toBeDefined();
+    return job as Job<JobSpec>;
+  }
+
+  const pendingScore = (spec: JobSpec) => bull.redis.zscore(PendingJobs.key(spec.tenantId, spec.kind), spec.id);
+
+  deferralScenarios(() => ({
+    core: bull.core,
+    deadLetters: bull.deadLetters,
+    names: (scenario) => ({ kind: bull.kindOf(scenario), tenant: `bq-${scenario}-${bull.id}` }),
+    open: (kind, tenant, clock, log, jobs = {}) => bull.queue(kind, [tenant], { jobs: { ...ONE_TRY, ...jobs }, log, now: () => clock.at }),
+    async held(_q, spec) {
+      const job = await bullJob(spec);
+      expect(await job.getState()).toBe('delayed');
+      // Unfinished: it still counts in its tenant's pending set, for as long as it waits.
+      expect(await pendingScore(spec)).not.toBeNull();
+      expect(await bull.redis.pttl(PendingJobs.key(spec.tenantId, spec.kind))).toBeGreaterThan(3_600_000);
+      return { attempts: job.attemptsMade, waitsMs: job.delay };
+    },
+    async endWait(q, spec) {
+      // promote() stands in for BullMQ's own promotion when the delay is over.
+      await (await bullJob(spec)).promote();
+      return q;
+    },
+    async expectFinished(_q, spec, end) {
+      // BullMQ moves the job and clears the pending set after the processor returned.
+      const finished = async () => (await (await bullJob(spec)).getState()) === end && (await pendingScore(spec)) === null;
+      for (let i = 0; i < 100 && !(await finished()); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await (await bullJob(spec)).getState()).toBe(end);
+      expect(await pendingScore(spec)).toBeNull();
+    },
+  }));
 });
 
 describe.each(backends())('budget deferral on the in-process job queue over %s', (backend: BackendName) => {
@@ -259,20 +262,6 @@ describe.each(backends())('budget deferral on the in-process job queue over %s',
     await t?.close();
   });
 
-  function open(clock: Clock, log: Logger, jobs: Partial<JobsConfig> = {}): InProcessJobQueue {
-    const queue = new InProcessJobQueue({
-      // One attempt: a refusal counted as a failed try would dead-letter the job at once.
-      jobs: { attempts: 1, backoffMs: 50, concurrency: 1, stalledMs: 5000, retainSec: 3600, ...jobs },
-      deadLetters: store,
-      log,
-      closeGraceMs: 2000,
-      db: t.core.db,
-      now: () => clock.at,
-    });
-    queues.push(queue);
-    return queue;
-  }
-
   async function pendingRows(tenantId: string): Promise<{ id: string; attempts: number; waitsMs: number }[]> {
     const res = await t.core.db.withTenant(tenantId, (sql) =>
       sql.query<{ job_id: string; attempts: number; waits_ms: number }>(
@@ -282,91 +271,30 @@ describe.each(backends())('budget deferral on the in-process job queue over %s',
     return res.rows.map((r) => ({ id: r.job_id, attempts: r.attempts, waitsMs: Number(r.waits_ms) }));
   }
 
-  it('queue: the stored job waits until the reset with no try counted, across a restart, then runs', async () => {
-    const kind = 'defer.restart';
-    const tenant = `ip-defer-${backend}`;
-    const clock: Clock = { at: HOUR_BEFORE };
-    const budgets = budgetsFor(t, 'queue', clock);
-    const { log, lines } = capturingLogger();
-    const first = open(clock, log);
-    const runs: Run[] = [];
-    await first.work({ [kind]: meteredProcessor(budgets, clock, runs) });
-    await spendTheDay(budgets, tenant);
-    const spec = await jobFor(t.core.db, tenant, kind);
-    await first.enqueue([spec]);
-
-    await until(() => deferrals(lines).length === 1, 'the deferral');
-    expect(deferrals(lines)[0]).toMatchObject({ tenantId: tenant, kind, jobId: spec.id, retryAt: RESET.toISOString(), attempt: 1 });
-    await first.close();
-    const [row] = await pendingRows(tenant);
-    expect(row?.id).toBe(spec.id);
-    expect(row?.attempts).toBe(0);
-    // The hour left until the reset (less what the test took since), not a backoff.
-    expect(row?.waitsMs).toBeGreaterThan(3_600_000 - 30_000);
-    expect(row?.waitsMs).toBeLessThanOrEqual(3_600_000);
-    expect(await deadJobs(store, tenant)).toEqual([]);
-
-    // The hour passes while no process runs.
-    clock.at = new Date(RESET.getTime() + 1000);
-    await t.core.db.withTenant(tenant, (sql) => sql.query('UPDATE pending_jobs SET not_before = now() WHERE job_id = $1', [spec.id]));
-    const second = open(clock, log);
-    await second.work({ [kind]: meteredProcessor(budgets, clock, runs) });
-    await until(() => runs.some((r) => r.outcome === 'ran'), 'the job to run after the reset');
-    await second.close();
-    expect(runs).toEqual([
-      { attempt: 1, at: HOUR_BEFORE.toISOString(), outcome: 'refused' },
-      { attempt: 1, at: clock.at.toISOString(), outcome: 'ran' },
-    ]);
-    expect(await pendingRows(tenant)).toEqual([]);
-    expect(await deadJobs(store, tenant)).toEqual([]);
-  });
-
-  it('queue: a short wait runs again on its own once the delay is over, never counting a try', async () => {
-    const kind = 'defer.short';
-    const tenant = `ip-short-${backend}`;
-    const clock: Clock = { at: new Date(RESET.getTime() - 300) };
-    const budgets = budgetsFor(t, 'queue', clock);
-    const { log, lines } = capturingLogger();
-    const q = open(clock, log);
-    const runs: Run[] = [];
-    await q.work({ [kind]: meteredProcessor(budgets, clock, runs) });
-    await spendTheDay(budgets, tenant);
-    const spec = await jobFor(t.core.db, tenant, kind);
-    await q.enqueue([spec]);
-
-    await until(() => runs.filter((r) => r.outcome === 'refused').length >= 2, 'a refused re-run');
-    clock.at = new Date(RESET.getTime() + 1);
-    await until(() => runs.some((r) => r.outcome === 'ran'), 'the job to run after the reset');
-    await q.close();
-    expect(runs.every((r) => r.attempt === 1)).toBe(true);
-    expect(runs.filter((r) => r.outcome === 'ran')).toHaveLength(1);
-    expect(runs.at(-1)?.outcome).toBe('ran');
-    expect(deferrals(lines).length).toBe(runs.filter((r) => r.outcome === 'refused').length);
-    expect(await pendingRows(tenant)).toEqual([]);
-    expect(await deadJobs(store, tenant)).toEqual([]);
-  });
-
-  it('reject: the refusal is an ordinary failure, retried with backoff and dead-lettered', async () => {
-    const kind = 'defer.reject';
-    const tenant = `ip-reject-${backend}`;
-    const clock: Clock = { at: HOUR_BEFORE };
-    const budgets = budgetsFor(t, 'reject', clock);
-    const { log, lines } = capturingLogger();
-    const q = open(clock, log, { attempts: 2 });
-    const runs: Run[] = [];
-    await q.work({ [kind]: meteredProcessor(budgets, clock, runs) });
-    await spendTheDay(budgets, tenant);
-    const spec = await jobFor(t.core.db, tenant, kind);
-    await q.enqueue([spec]);
-
-    await until(() => runs.length === 2, 'both tries');
-    await q.close();
-    expect(runs.map((r) => [r.attempt, r.outcome])).toEqual([
-      [1, 'refused'],
-      [2, 'refused'],
-    ]);
-    expect(deferrals(lines)).toEqual([]);
-    expect(await deadJobs(store, tenant)).toEqual([spec.id]);
-    expect(await pendingRows(tenant)).toEqual([]);
-  });
+  deferralScenarios(() => ({
+    core: t,
+    deadLetters: store,
+    names: (scenario) => ({ kind: `defer.${scenario}`, tenant: `ip-${scenario}-${backend}` }),
+    open(_kind, _tenant, clock, log, jobs = {}) {
+      const queue = new InProcessJobQueue({ jobs: { ...ONE_TRY, ...jobs }, deadLetters: store, log, closeGraceMs: 2000, db: t.core.db, now: () => clock.at });
+      queues.push(queue);
+      return queue;
+    },
+    async held(q, spec) {
+      // The process stops while the job waits: what it stored is all that is left of the job.
+      await q.close();
+      const rows = await pendingRows(spec.tenantId);
+      expect(rows.map((r) => r.id)).toEqual([spec.id]);
+      return rows[0] as HeldJob;
+    },
+    async endWait(_q, spec, restart) {
+      // The hour passes while no process runs.
+      await t.core.db.withTenant(spec.tenantId, (sql) => sql.query('UPDATE pending_jobs SET not_before = now() WHERE job_id = $1', [spec.id]));
+      return restart();
+    },
+    async expectFinished(q, spec) {
+      await q.close();
+      expect(await pendingRows(spec.tenantId)).toEqual([]);
+    },
+  }));
 });

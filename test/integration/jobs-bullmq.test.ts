@@ -1,13 +1,9 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
 import type { JobsConfig } from '../../src/config.js';
 import { EventLog } from '../../src/events/index.js';
 import {
-  BULLMQ_PREFIX,
   BullMqJobQueue,
-  DeadLetterStore,
   JobAdmin,
   PendingJobs,
   createJobQueue,
@@ -16,12 +12,11 @@ import {
   type JobSpec,
 } from '../../src/jobs/index.js';
 import { createLogger } from '../../src/obs/index.js';
-import { openTestCore, tenantCtx, type TestCore } from '../support/backends.js';
+import { tenantCtx } from '../support/backends.js';
 import { until } from '../support/gateway.js';
-import { requireService } from '../support/index.js';
+import { BullMqTestRun, requireService } from '../support/index.js';
 
 const redisUrl = requireService('redis');
-const pgUrl = requireService('postgres');
 
 /** Polls an async read until `ok` holds; fails naming `what` after `ms`. A bound, not a timing assertion. */
 async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, what: string, ms = 20_000): Promise<T> {
@@ -35,44 +30,8 @@ async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, 
 }
 
 describe.skipIf(!redisUrl)('BullMQ job queue on real Redis', { timeout: 60_000 }, () => {
-  const run = randomBytes(4).toString('hex');
-  /** Queue names of this run only: other files share the Redis. */
-  const kindOf = (name: string) => `t${run}.${name}`;
-  const used: { kind: string; tenants: string[] }[] = [];
-  const queues: BullMqJobQueue[] = [];
-  let t: TestCore;
-  let store: DeadLetterStore;
-  let redis: Redis;
-
-  beforeAll(async () => {
-    t = await openTestCore(pgUrl ? 'postgres' : 'pglite');
-    store = new DeadLetterStore({ db: t.core.db });
-    redis = new Redis(redisUrl as string);
-  });
-  afterAll(async () => {
-    await Promise.allSettled(queues.map((q) => q.close()));
-    for (const { kind, tenants } of used) {
-      const queue = new Queue(kind, { connection: redis, prefix: BULLMQ_PREFIX });
-      await queue.obliterate({ force: true }).catch(() => undefined);
-      await queue.close();
-      for (const tenant of tenants) await redis.del(PendingJobs.key(tenant, kind));
-    }
-    redis?.disconnect();
-    await t?.close();
-  });
-
-  function open(kind: string, tenants: string[], jobs: Partial<JobsConfig> = {}, deadLetters: DeadLetterSink = store): BullMqJobQueue {
-    used.push({ kind, tenants });
-    const queue = new BullMqJobQueue({
-      redisUrl: redisUrl as string,
-      jobs: { attempts: 2, backoffMs: 50, concurrency: 1, stalledMs: 5000, retainSec: 3600, ...jobs },
-      deadLetters,
-      log: createLogger('silent'),
-      closeGraceMs: 2000,
-    });
-    queues.push(queue);
-    return queue;
-  }
+  const bull = BullMqTestRun.forSuite(redisUrl);
+  const open = (kind: string, tenants: string[], jobs: Partial<JobsConfig> = {}, deadLetters?: DeadLetterSink): BullMqJobQueue => bull.queue(kind, tenants, { jobs, deadLetters });
 
   const spec = (kind: string, tenantId: string, id: string = randomUUID()): JobSpec => ({
     kind,
@@ -82,14 +41,14 @@ describe.skipIf(!redisUrl)('BullMQ job queue on real Redis', { timeout: 60_000 }
   });
 
   it('runs a job once however often its event id is enqueued, and counts it once for fairness', async () => {
-    const kind = kindOf('dedupe');
-    const tenant = `bq-dedupe-${run}`;
+    const kind = bull.kindOf('dedupe');
+    const tenant = `bq-dedupe-${bull.id}`;
     const q = open(kind, [tenant]);
     const ran: string[] = [];
     const job = spec(kind, tenant);
     await q.enqueue([job, job]);
     await q.enqueue([job]);
-    expect(await redis.zcard(PendingJobs.key(tenant, kind))).toBe(1);
+    expect(await bull.redis.zcard(PendingJobs.key(tenant, kind))).toBe(1);
     await q.work({ [kind]: async (j) => void ran.push(j.id) });
     const first = spec(kind, tenant);
     await q.enqueue([first]);
@@ -101,16 +60,16 @@ describe.skipIf(!redisUrl)('BullMQ job queue on real Redis', { timeout: 60_000 }
     await q.enqueue([second]);
     await until(() => ran.includes(second.id), 'the second sentinel');
     expect(ran.filter((id) => id === job.id)).toHaveLength(1);
-    await eventually(() => redis.zcard(PendingJobs.key(tenant, kind)), (n) => n === 0, 'the pending set to empty');
+    await eventually(() => bull.redis.zcard(PendingJobs.key(tenant, kind)), (n) => n === 0, 'the pending set to empty');
   });
 
   it('retries with backoff, dead-letters with a job.failed event, and an admin retry runs it again', async () => {
-    const kind = kindOf('dead');
-    const tenant = `bq-dead-${run}`;
+    const kind = bull.kindOf('dead');
+    const tenant = `bq-dead-${bull.id}`;
     const recorded: string[] = [];
     const q = open(kind, [tenant], { attempts: 2 }, {
       async record(job, error, attempts) {
-        await store.record(job, error, attempts);
+        await bull.deadLetters.record(job, error, attempts);
         recorded.push(job.id);
       },
     });
@@ -122,7 +81,7 @@ describe.skipIf(!redisUrl)('BullMQ job queue on real Redis', { timeout: 60_000 }
         if (failing) throw new Error(`downstream said no (${j.attempt})`);
       },
     });
-    const admin = new JobAdmin({ deadLetters: store, queue: q });
+    const admin = new JobAdmin({ deadLetters: bull.deadLetters, queue: q });
     const ctx = tenantCtx(tenant, 'root', ['admin']);
 
     const kept = spec(kind, tenant);
@@ -140,15 +99,13 @@ describe.skipIf(!redisUrl)('BullMQ job queue on real Redis', { timeout: 60_000 }
         [removed.id, 2, 'downstream said no (2)'],
       ].sort(),
     );
-    const log = await t.core.db.withTenant(tenant, (sql) => EventLog.read(sql, tenant, 0, 10));
+    const log = await bull.core.core.db.withTenant(tenant, (sql) => EventLog.read(sql, tenant, 0, 10));
     expect(log.events.map((e) => e.type)).toEqual(['job.failed', 'job.failed']);
     expect(log.events[0]?.data).toMatchObject({ kind, attempts: 2, eventType: 'memory.added', error: 'downstream said no (2)' });
-    expect((await admin.list(tenantCtx(`bq-other-${run}`, 'root', ['admin']), {})).items).toEqual([]);
+    expect((await admin.list(tenantCtx(`bq-other-${bull.id}`, 'root', ['admin']), {})).items).toEqual([]);
 
-    const bull = new Queue(kind, { connection: redis, prefix: BULLMQ_PREFIX });
-    expect(await (await bull.getJob(kept.id))?.getState()).toBe('failed');
-    await (await bull.getJob(removed.id))?.remove(); // as after the retention window
-    await bull.close();
+    expect(await (await bull.job(kind, kept.id))?.getState()).toBe('failed');
+    await (await bull.job(kind, removed.id))?.remove(); // as after the retention window
 
     failing = false;
     await admin.retry(ctx, kept.id, {}); // BullMQ still holds it: job.retry() with attempts reset
@@ -159,14 +116,14 @@ describe.skipIf(!redisUrl)('BullMQ job queue on real Redis', { timeout: 60_000 }
   });
 
   it('is what createJobQueue gives when Redis is configured', async () => {
-    const q = createJobQueue({ redisUrl: redisUrl as string, jobs: { attempts: 1, backoffMs: 10, concurrency: 1, stalledMs: 1000, retainSec: 60 } }, { deadLetters: store, log: createLogger('silent') });
+    const q = createJobQueue({ redisUrl: redisUrl as string, jobs: { attempts: 1, backoffMs: 10, concurrency: 1, stalledMs: 1000, retainSec: 60 } }, { deadLetters: bull.deadLetters, log: createLogger('silent') });
     expect(q.name).toBe('bullmq');
     await q.close();
   });
 
   it("keeps one tenant's flood from starving another tenant", async () => {
-    const kind = kindOf('fair');
-    const [flood, quiet] = [`bq-flood-${run}`, `bq-quiet-${run}`];
+    const kind = bull.kindOf('fair');
+    const [flood, quiet] = [`bq-flood-${bull.id}`, `bq-quiet-${bull.id}`];
     const q = open(kind, [flood, quiet], { concurrency: 1 });
     await q.enqueue(Array.from({ length: 200 }, () => spec(kind, flood)));
     await q.enqueue(Array.from({ length: 5 }, () => spec(kind, quiet)));

@@ -5,3 +5,4 @@ export { startServices, createTestDatabase, REDIS_LABEL, POSTGRES_LABEL } from '
 export type { RunningServices, StartServicesOptions, TestDatabase } from './services.js';
 export { startLlmServer, chatCompletion, type LlmServer, type LlmReply, type LlmHandler, type RecordedLlmRequest, type ChatRequestBody } from './llm-server.js';
 export { startTestS3, type TestS3 } from './s3.js';
+export { BullMqTestRun, type BullMqTestQueueOptions } from './bullmq.js';
