@@ -160,6 +160,17 @@ export class MetaAgent {
     return store.load(tenantId, runId);
   }
 
+  /**
+   * Ends a run whose job is about to be dead-lettered (its last try failed for a reason of the
+   * infrastructure), so it does not stay `running` for ever; an admin retry of the job then finds
+   * it finished. Best effort: the database may be what failed.
+   */
+  async abandon(tenantId: string, runId: string): Promise<void> {
+    const run = await this.opts.store.load(tenantId, runId);
+    if (isTerminal(run.status)) return;
+    await this.stop(run, await this.opts.store.iterations(tenantId, runId), 'internal_error');
+  }
+
   private async succeed(run: MetaRunState, solution: string): Promise<MetaRunState> {
     await this.opts.store.finish(run.tenantId, run.runId, { status: 'succeeded', reason: 'passed', solution, escalation: null });
     return this.opts.store.load(run.tenantId, run.runId);
@@ -362,16 +373,19 @@ function failureMessage(test: MetaTestOutcome): string {
 }
 
 /** The model's JSON reply; a reply that is not the asked-for object is taken whole as the solution. */
-export function parseCandidate(text: string): { solution: string; rationale: string } {
+export function parseCandidate(reply: string): { solution: string; rationale: string } {
+  // PostgreSQL text cannot hold NUL, and no test wants one: a model that emits it must not crash the run.
+  const text = reply.replaceAll('\u0000', '');
   try {
     const parsed = jsonObjectIn(text) as { solution?: unknown; rationale?: unknown };
     if (typeof parsed.solution === 'string' && parsed.solution.trim() !== '') {
-      return { solution: parsed.solution, rationale: typeof parsed.rationale === 'string' ? parsed.rationale : '' };
+      const clean = (v: string) => v.replaceAll('\u0000', '');
+      return { solution: clean(parsed.solution), rationale: typeof parsed.rationale === 'string' ? clean(parsed.rationale) : '' };
     }
   } catch {
     // Not JSON: fall through.
   }
-  if (text.trim() === '') throw new AeternaError('INTERNAL', 'the model proposed an empty solution', { retryable: true });
+  if (text.trim() === '') throw new RunStop('llm_error', new AeternaError('INTERNAL', 'the model proposed an empty solution'));
   return { solution: text, rationale: '' };
 }
 
@@ -384,6 +398,7 @@ const REASON_TEXT: Record<MetaStopReason, string> = {
   llm_not_configured: 'no language model is configured (AETERNA_LLM_URL)',
   budget_exhausted: "the tenant's token budget is spent",
   sandbox_error: 'the sandbox for the test command could not be set up (see the worker log)',
+  internal_error: 'the job running it failed every try (see the worker log and the dead-letter list)',
   cancelled: 'the run was cancelled',
 };
 

@@ -83,6 +83,7 @@ export const META_STOP_REASONS = [
   'llm_not_configured',
   'budget_exhausted',
   'sandbox_error',
+  'internal_error',
   'cancelled',
 ] as const;
 export type MetaStopReason = (typeof META_STOP_REASONS)[number];

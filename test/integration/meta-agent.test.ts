@@ -201,6 +201,25 @@ describe.each(backends())('Meta-Agent (%s)', (backend) => {
     expect(llm.requests.length).toBe(before);
   });
 
+  it('strips NUL from what the model proposes, and ends an empty proposal as llm_error', async () => {
+    llm.enqueue(JSON.stringify({ solution: 'fi\u0000xed', rationale: 'with a \u0000 in it' }));
+    const started = await api.start(admin, { goal: 'Survive a NUL', testCommand: CHECK, maxIterations: 1 });
+    expect(await agent.run('meta-co', started.runId)).toMatchObject({ status: 'succeeded', solution: 'fixed' });
+
+    llm.enqueue('   ');
+    const empty = await api.start(dev, { goal: 'The model says nothing' });
+    expect(await agent.run('meta-co', empty.runId)).toMatchObject({ status: 'failed', stopReason: 'llm_error' });
+  });
+
+  it('ends a run whose job is abandoned after its last try, once', async () => {
+    const started = await api.start(dev, { goal: 'Its job will be dead-lettered' });
+    await agent.abandon('meta-co', started.runId);
+    const run = await api.get(dev, { runId: started.runId });
+    expect(run).toMatchObject({ status: 'failed', stopReason: 'internal_error', escalation: { reason: 'internal_error' } });
+    await agent.abandon('meta-co', started.runId);
+    expect(ofRun(await events('meta-co', EVENT_TYPES.metaFinished), started.runId)).toHaveLength(1);
+  });
+
   it('validates input, checks roles and keeps tenants apart', async () => {
     const bad = async (input: unknown, ctx = admin) => (await rejectionOf(api.start(ctx, input))).code;
     expect(await bad({})).toBe('INVALID_ARGUMENT');

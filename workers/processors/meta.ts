@@ -13,8 +13,16 @@ export function metaProcessors(deps: { core: Core; log: Logger }): Record<string
   return {
     [META_JOB]: async (job) => {
       const { runId } = job.event.data as { runId: string };
-      const run = await agent.run(job.tenantId, runId, job.signal);
-      deps.log.info({ tenantId: job.tenantId, runId, status: run.status, reason: run.stopReason, iterations: run.iterationsDone }, 'meta run ended');
+      try {
+        const run = await agent.run(job.tenantId, runId, job.signal);
+        deps.log.info({ tenantId: job.tenantId, runId, status: run.status, reason: run.stopReason, iterations: run.iterationsDone }, 'meta run ended');
+      } catch (err) {
+        // The last try: the job goes to the dead letters, and the run must not stay `running`.
+        if (job.attempt >= deps.core.config.jobs.attempts && !job.signal.aborted) {
+          await agent.abandon(job.tenantId, runId).catch((abandonErr: unknown) => deps.log.warn({ err: abandonErr, runId }, 'could not end an abandoned meta run'));
+        }
+        throw err;
+      }
     },
   };
 }
