@@ -5,35 +5,19 @@
  */
 
 // Nodes and edges are wire shapes too, so they live in the protocol; re-exported here for the graph's own code.
-export type { GraphEdge, GraphNode } from '../protocol/index.js';
+import type { GraphEdge, GraphNode } from '../protocol/index.js';
+export type { GraphEdge, GraphNode };
+
+/** What an upsert op records of a node or edge: the element minus what the log row or projection supplies. */
+type GraphElementFields<T> = Omit<T, 'tenantId' | 'createdAt' | 'deletedAt'>;
 
 /**
  * One operation in a `graph_events` batch. Every time in an op is fixed when the batch is written,
  * so every process that replays the log builds the same projection.
  */
 export type GraphOp =
-  | {
-      op: 'node.upsert';
-      id: string;
-      label: string;
-      kind: string;
-      properties: Record<string, unknown>;
-      sourceMemoryId: string | null;
-      validFrom: string;
-      validTo: string | null;
-    }
-  | {
-      op: 'edge.upsert';
-      id: string;
-      source: string;
-      target: string;
-      relation: string;
-      weight: number;
-      properties: Record<string, unknown>;
-      sourceMemoryId: string | null;
-      validFrom: string;
-      validTo: string | null;
-    }
+  | ({ op: 'node.upsert' } & GraphElementFields<GraphNode>)
+  | ({ op: 'edge.upsert' } & GraphElementFields<GraphEdge>)
   /** Soft delete; a node's incident edges go with it. */
   | { op: 'node.delete'; id: string }
   | { op: 'edge.delete'; id: string }
