@@ -33,12 +33,11 @@ export const columnsOf = (columns: string, alias: string): string =>
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
 
-export function toNode(row: NodeRow): GraphNode {
+/** The columns nodes and edges share, as the wire shape has them. */
+function elementFields(row: NodeRow | EdgeRow) {
   return {
     id: row.id,
     tenantId: row.tenant_id,
-    label: row.label,
-    kind: row.kind,
     properties: JSON.parse(row.properties) as Record<string, unknown>,
     sourceMemoryId: row.source_memory_id,
     validFrom: row.valid_from.toISOString(),
@@ -48,21 +47,12 @@ export function toNode(row: NodeRow): GraphNode {
   };
 }
 
+export function toNode(row: NodeRow): GraphNode {
+  return { ...elementFields(row), label: row.label, kind: row.kind };
+}
+
 export function toEdge(row: EdgeRow): GraphEdge {
-  return {
-    id: row.id,
-    tenantId: row.tenant_id,
-    source: row.source,
-    target: row.target,
-    relation: row.relation,
-    weight: Number(row.weight),
-    properties: JSON.parse(row.properties) as Record<string, unknown>,
-    sourceMemoryId: row.source_memory_id,
-    validFrom: row.valid_from.toISOString(),
-    validTo: iso(row.valid_to),
-    createdAt: row.created_at.toISOString(),
-    deletedAt: iso(row.deleted_at),
-  };
+  return { ...elementFields(row), source: row.source, target: row.target, relation: row.relation, weight: Number(row.weight) };
 }
 
 /**
