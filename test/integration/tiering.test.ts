@@ -45,17 +45,21 @@ describe.each(backends())('tiered storage on %s', (backend) => {
       log,
       commits: t.core.commits,
     });
-    const memory = new MemoryService({
+    const memory = memoryService({ commits: t.core.commits, cold: opts.cold ?? tiering });
+    return { tiering, memory, coldDir };
+  }
+
+  /** A MemoryService over the test core's stores, configured as the core's. */
+  function memoryService(extra: Partial<ConstructorParameters<typeof MemoryService>[0]> = {}): MemoryService {
+    return new MemoryService({
       db: t.core.db,
       embeddings: t.core.embeddings,
       vectors: t.core.vectors,
       maxContentBytes: t.config.limits.maxContentBytes,
       dedupThreshold: t.config.memory.dedupThreshold,
       recencyHalfLifeDays: t.config.memory.recencyHalfLifeDays,
-      commits: t.core.commits,
-      cold: opts.cold ?? tiering,
+      ...extra,
     });
-    return { tiering, memory, coldDir };
   }
 
   beforeAll(async () => {
@@ -427,14 +431,7 @@ describe.each(backends())('tiered storage on %s', (backend) => {
     const ctx = tenant();
     const m = await addAged(ctx, LONG, 120, 400, 0);
     await rig.tiering.run(ctx.tenantId);
-    const bare = new MemoryService({
-      db: t.core.db,
-      embeddings: t.core.embeddings,
-      vectors: t.core.vectors,
-      maxContentBytes: t.config.limits.maxContentBytes,
-      dedupThreshold: t.config.memory.dedupThreshold,
-      recencyHalfLifeDays: t.config.memory.recencyHalfLifeDays,
-    });
+    const bare = memoryService();
     const err = await rejectionOf(bare.get(ctx, m.id));
     expect(err).toMatchObject({ code: 'UNAVAILABLE', details: { id: m.id } });
   });
