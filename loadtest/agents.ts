@@ -16,7 +16,6 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CommandSandbox, OpenAiChatLlm, createAgentsApi, createMetaAgent, createMetaApi, createNoteDistiller } from '../src/cca/index.js';
 import { loadConfig } from '../src/config.js';
@@ -25,10 +24,8 @@ import { createLogger } from '../src/obs/index.js';
 import type { TenantContext } from '../src/tenancy/index.js';
 import { memoryText, prng } from './corpus.js';
 import { latencyStats, type LatencyStats } from './graph-report.js';
-import { armHardTimeout, intSetting, machineInfo, say } from './settings.js';
+import { armHardTimeout, intSetting, machineInfo, RESULTS_DIR, say } from './settings.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS_DIR = path.join(HERE, 'results');
 const SEED = 20_251_126;
 
 const HELP = `CCA agents: trajectory capture, hindsight query scaling, note distillation, Meta-Agent iteration overhead (embedded)

@@ -15,7 +15,6 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ContextApi, ExtractiveSummarizer, createContextServices, type ContextServices } from '../src/cca/index.js';
 import { loadConfig } from '../src/config.js';
@@ -30,10 +29,8 @@ import type { Config } from '../src/config.js';
 import { memoryText, prng, searchQueries } from './corpus.js';
 import { foreignShare, snapshot, type CpuSnapshot } from './cpu.js';
 import { latencyStats, type LatencyStats } from './graph-report.js';
-import { armHardTimeout, intSetting, machineInfo } from './settings.js';
+import { armHardTimeout, intSetting, machineInfo, RESULTS_DIR } from './settings.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS_DIR = path.join(HERE, 'results');
 const TENANT = 'bench';
 const SCOPES = 8;
 const BATCH = 500;

@@ -17,7 +17,6 @@ import { Redis } from 'ioredis';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   CachingEmbeddingService,
@@ -33,10 +32,8 @@ import { countTokens } from '../src/obs/index.js';
 import { startServices, testRedisUrl, type RunningServices } from '../test/support/index.js';
 import { memoryText, pick, prng } from './corpus.js';
 import { latencyStats, type LatencyStats } from './graph-report.js';
-import { armHardTimeout, intSetting, machineInfo } from './settings.js';
+import { armHardTimeout, intSetting, machineInfo, RESULTS_DIR } from './settings.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS_DIR = path.join(HERE, 'results');
 const DIMS = 384;
 const MODEL = 'bench-slow-embed';
 const TENANT = 'bench-embed';

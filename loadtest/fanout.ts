@@ -9,7 +9,6 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TEST_JWT_SECRET, tokenFor } from '../test/support/backends.js';
 import { createTestDatabase, startServices, type RunningServices, type TestDatabase } from '../test/support/index.js';
@@ -50,12 +49,10 @@ import {
   type ServerReady,
   type ServerStats,
 } from './fanout-shared.js';
-import { armHardTimeout, intSetting, machineInfo, sleep } from './settings.js';
+import { armHardTimeout, intSetting, LOADTEST_DIR, machineInfo, RESULTS_DIR, sleep } from './settings.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS_DIR = path.join(HERE, 'results');
-const SERVER_ENTRY = path.join(HERE, 'fanout-server.ts');
-const CLIENTS_ENTRY = path.join(HERE, 'fanout-clients.ts');
+const SERVER_ENTRY = path.join(LOADTEST_DIR, 'fanout-server.ts');
+const CLIENTS_ENTRY = path.join(LOADTEST_DIR, 'fanout-clients.ts');
 
 const HELP = `usage: npx tsx loadtest/fanout.ts [options]     (every option also reads the FANOUT_* variable named)
   --subscribers N     FANOUT_SUBSCRIBERS   sockets in the one room, per scenario (1000)

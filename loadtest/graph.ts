@@ -11,7 +11,6 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { loadConfig } from '../src/config.js';
@@ -39,11 +38,9 @@ import {
   type QueryResult,
 } from './graph-report.js';
 import { CONTENDED_ROUND, median } from './report.js';
-import { armHardTimeout, intSetting, loud, machineInfo, ownResources, say, sleep } from './settings.js';
+import { armHardTimeout, intSetting, LOADTEST_DIR, loud, machineInfo, ownResources, RESULTS_DIR, say, sleep } from './settings.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS_DIR = path.join(HERE, 'results');
-const COLD_ENTRY = path.join(HERE, 'graph-cold.ts');
+const COLD_ENTRY = path.join(LOADTEST_DIR, 'graph-cold.ts');
 const BIG = 'bench-big';
 const QUIET_PROBE_MS = 3000;
 const PROGRESS_EVERY_MS = 5000;
@@ -704,7 +701,7 @@ async function coldStart(mode: 'snapshot' | 'replay', env: Record<string, string
  * from it, and a hash of their content (which also tells two copies of the tree apart).
  */
 function sourceState(): Record<string, string | number> {
-  const root = path.join(HERE, '..');
+  const root = path.join(LOADTEST_DIR, '..');
   const files = readdirSync(path.join(root, 'src/graph'), { recursive: true, encoding: 'utf8' })
     .filter((f) => f.endsWith('.ts'))
     .sort();

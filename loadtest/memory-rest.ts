@@ -8,7 +8,6 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { createTestDatabase, startServices, type RunningServices, type TestDatabase } from '../test/support/index.js';
@@ -30,11 +29,9 @@ import {
   type Transport,
 } from './report.js';
 import type { ReadyLine } from './rest-server.js';
-import { armHardTimeout, intSetting, loud, machineInfo, ownResources, say, sleep } from './settings.js';
+import { armHardTimeout, intSetting, LOADTEST_DIR, loud, machineInfo, ownResources, RESULTS_DIR, say, sleep } from './settings.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS_DIR = path.join(HERE, 'results');
-const SERVER_ENTRY = path.join(HERE, 'rest-server.ts');
+const SERVER_ENTRY = path.join(LOADTEST_DIR, 'rest-server.ts');
 const SEARCH_QUERIES = 50;
 const QUIET_PROBE_MS = 3000;
 

@@ -2,6 +2,12 @@ import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** This folder, and where every benchmark writes its `<name>-<time>.json` and `<name>-latest.md`. */
+export const LOADTEST_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const RESULTS_DIR = path.join(LOADTEST_DIR, 'results');
 
 /** An integer knob from a flag or environment variable; a bad value stops the run naming its source. */
 export function intSetting(name: string, raw: string | undefined, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {

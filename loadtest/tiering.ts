@@ -9,7 +9,6 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
 import { openCore, type Core } from '../src/core.js';
@@ -22,10 +21,8 @@ import { actorOf } from '../src/tenancy/index.js';
 import { TEST_JWT_SECRET, tenantCtx } from '../test/support/backends.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/index.js';
 import { memoryText, prng } from './corpus.js';
-import { armHardTimeout, intSetting, machineInfo } from './settings.js';
+import { armHardTimeout, intSetting, machineInfo, RESULTS_DIR } from './settings.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RESULTS_DIR = path.join(HERE, 'results');
 const TENANT = 'bench-tier';
 const SEED_CHUNK = 500;
 
