@@ -8,6 +8,7 @@ import {
   LAYERS,
   SERVER_EVENTS,
   TOPICS,
+  scopeOfEventData,
   subscribeSchema,
   type EventEnvelope,
   type Layer,
@@ -41,11 +42,9 @@ const TOPIC_PERMISSION: Readonly<Record<Topic, Permission>> = { graph: 'memory:r
 export function roomsOfEvent(event: EventEnvelope): string[] {
   const topic = TOPIC_OF_EVENT[event.type];
   if (topic !== undefined) return [Rooms.topic(event.tenantId, topic)];
-  const data = event.data as { memory?: { layer: string; scopeId: string }; layer?: string; scopeId?: string };
-  const layer = data.memory?.layer ?? data.layer;
-  const scopeId = data.memory?.scopeId ?? data.scopeId;
-  if (layer === undefined || scopeId === undefined) return [];
-  return [Rooms.layer(event.tenantId, layer, scopeId), Rooms.layerAll(event.tenantId, layer)];
+  const scope = scopeOfEventData(event.data);
+  if (scope?.scopeId === undefined) return [];
+  return [Rooms.layer(event.tenantId, scope.layer, scope.scopeId), Rooms.layerAll(event.tenantId, scope.layer)];
 }
 
 const ROOM_PATTERN = /^t:([^:]+):(layer|session|doc|topic):(.+)$/;

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { Packr } from 'msgpackr';
 import { cosine, openCacheRedis } from '../embed/index.js';
-import { AeternaError } from '../protocol/index.js';
+import { AeternaError, scopeOfEventData } from '../protocol/index.js';
 import { EventLog } from '../events/index.js';
-import type { Db } from '../store/index.js';
+import type { Db, Sql } from '../store/index.js';
 import { isValidId } from '../tenancy/index.js';
 
 /** Memory events after a fence read per check; more than this and the answer is simply stale. */
@@ -311,7 +311,7 @@ export class SemanticAnswerCache<T> {
       this.misses++;
       return undefined;
     }
-    if (!(await this.sourcesUnchanged(tenantId, cached.sources)) || !(await this.quietSince(tenantId, cached.fence))) {
+    if (!(await this.stillValid(tenantId, cached))) {
       await this.opts.store.remove(tenantId, partition, best.id);
       this.stale++;
       this.misses++;
@@ -342,55 +342,54 @@ export class SemanticAnswerCache<T> {
     return this.opts.store.close();
   }
 
+  /** Both checks in one transaction: the sources unchanged, and nothing written in the fenced scopes since. */
+  private stillValid(tenantId: string, cached: CachedAnswer<T>): Promise<boolean> {
+    return this.opts.db.withTenant(tenantId, async (sql) => (await this.sourcesUnchanged(sql, tenantId, cached.sources)) && (await this.quietSince(sql, tenantId, cached.fence)));
+  }
+
   /**
    * No memory event in the fenced scopes since the fence. One range read of the log by primary key;
    * more events than a page is treated as a change rather than read on.
    */
-  private async quietSince(tenantId: string, fence: AnswerFence | undefined): Promise<boolean> {
+  private async quietSince(sql: Sql, tenantId: string, fence: AnswerFence | undefined): Promise<boolean> {
     if (fence === undefined) return true;
     if (!Number.isSafeInteger(fence.seq) || !Array.isArray(fence.scopes)) return false;
-    const found = await this.opts.db.withTenant(tenantId, async (sql) => {
-      const head = await EventLog.head(sql, tenantId);
-      // No epoch is a stream that never started: a reset database and a surviving Redis look
-      // exactly like an answer fenced there before, so such an answer is never trusted.
-      if (head.epoch === null || head.epoch !== fence.epoch) return undefined;
-      const res = await sql.query<{ data: { memory?: { layer?: string; scopeId?: string }; layer?: string; scopeId?: string } }>(
-        `SELECT data FROM events WHERE tenant_id = $1 AND seq > $2 AND type LIKE 'memory.%' ORDER BY seq LIMIT $3`,
-        [tenantId, fence.seq, FENCE_PAGE + 1],
-      );
-      return res.rows;
-    });
-    if (found === undefined || found.length > FENCE_PAGE) return false;
-    const rows = found;
-    return !rows.some(({ data }) => {
-      const layer = data?.memory?.layer ?? data?.layer;
-      const scopeId = data?.memory?.scopeId ?? data?.scopeId;
+    const head = await EventLog.head(sql, tenantId);
+    // No epoch is a stream that never started: a reset database and a surviving Redis look
+    // exactly like an answer fenced there before, so such an answer is never trusted.
+    if (head.epoch === null || head.epoch !== fence.epoch) return false;
+    const res = await sql.query<{ data: unknown }>(`SELECT data FROM events WHERE tenant_id = $1 AND seq > $2 AND type LIKE 'memory.%' ORDER BY seq LIMIT $3`, [
+      tenantId,
+      fence.seq,
+      FENCE_PAGE + 1,
+    ]);
+    if (res.rows.length > FENCE_PAGE) return false;
+    return !res.rows.some(({ data }) => {
+      const scope = scopeOfEventData(data);
       // An event that names no scope could be anywhere: it counts.
-      if (layer === undefined) return true;
-      return fence.scopes.some((s) => s.layer === layer && (s.scopeId === undefined || s.scopeId === scopeId));
+      if (scope === undefined) return true;
+      return fence.scopes.some((s) => s.layer === scope.layer && (s.scopeId === undefined || s.scopeId === scope.scopeId));
     });
   }
 
   /** One query: do all sources still exist, undeleted, at the recorded versions (and summaries)? */
-  private async sourcesUnchanged(tenantId: string, sources: readonly AnswerSource[]): Promise<boolean> {
+  private async sourcesUnchanged(sql: Sql, tenantId: string, sources: readonly AnswerSource[]): Promise<boolean> {
     // Entries can come back from Redis: one that is not what we wrote is stale, not an SQL error.
     const wellFormed = (s: AnswerSource) =>
       UUID.test(String(s?.id)) && Number.isInteger(s?.version) && (s.summarizer === undefined || s.summarizer === null || typeof s.summarizer === 'string');
     if (!Array.isArray(sources) || !sources.every(wellFormed)) return false;
     const unique = [...new Map(sources.map((s) => [s.id, s])).values()];
     if (unique.length === 0) return true;
-    const now = await this.opts.db.withTenant(tenantId, async (sql) => {
-      // By primary key, so the check costs the same at any tenant size.
-      const res = await sql.query<{ id: string; version: number; summarizer: string | null }>(
-        `SELECT m.id, m.version,
-                (SELECT ms.summarizer FROM memory_summaries ms
-                  WHERE ms.tenant_id = m.tenant_id AND ms.memory_id = m.id AND ms.level = 'sentence' AND ms.content_hash = m.content_hash) AS summarizer
-           FROM memories m
-          WHERE m.id = ANY($2::uuid[]) AND m.tenant_id = $1 AND m.deleted_at IS NULL`,
-        [tenantId, unique.map((s) => s.id)],
-      );
-      return new Map(res.rows.map((r) => [r.id, r]));
-    });
+    // By primary key, so the check costs the same at any tenant size.
+    const res = await sql.query<{ id: string; version: number; summarizer: string | null }>(
+      `SELECT m.id, m.version,
+              (SELECT ms.summarizer FROM memory_summaries ms
+                WHERE ms.tenant_id = m.tenant_id AND ms.memory_id = m.id AND ms.level = 'sentence' AND ms.content_hash = m.content_hash) AS summarizer
+         FROM memories m
+        WHERE m.id = ANY($2::uuid[]) AND m.tenant_id = $1 AND m.deleted_at IS NULL`,
+      [tenantId, unique.map((s) => s.id)],
+    );
+    const now = new Map(res.rows.map((r) => [r.id, r]));
     return unique.every((s) => {
       const row = now.get(s.id);
       return row !== undefined && row.version === s.version && (s.summarizer === undefined || s.summarizer === row.summarizer);

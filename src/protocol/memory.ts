@@ -172,6 +172,19 @@ export interface EventEnvelope<D = unknown> {
   traceId: string | null;
 }
 
+/**
+ * The layer and scope an event belongs to: the memory's for memory events (`data.memory`), else
+ * the event's own `data.layer` / `data.scopeId`. Undefined when it names no layer.
+ */
+export function scopeOfEventData(data: unknown): { layer: string; scopeId: string | undefined } | undefined {
+  if (typeof data !== 'object' || data === null) return undefined;
+  const d = data as { memory?: { layer?: unknown; scopeId?: unknown } | null; layer?: unknown; scopeId?: unknown };
+  const layer = d.memory?.layer ?? d.layer;
+  const scopeId = d.memory?.scopeId ?? d.scopeId;
+  if (typeof layer !== 'string') return undefined;
+  return { layer, scopeId: typeof scopeId === 'string' ? scopeId : undefined };
+}
+
 export const EVENT_TYPES = {
   memoryAdded: 'memory.added',
   memoryUpdated: 'memory.updated',
