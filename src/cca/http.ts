@@ -64,7 +64,8 @@ function backoffMs(policy: RetryPolicy, failedTries: number): number {
   return full / 2 + (Math.random() * full) / 2;
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** Waits `ms`; an abort ends the wait early by rejecting with the signal's reason. */
+export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     const onAbort = () => {

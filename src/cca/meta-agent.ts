@@ -13,6 +13,7 @@ import {
 import type { TenantContext } from '../tenancy/index.js';
 import type { ContextArchitect } from './context.js';
 import type { HindsightService } from './hindsight.js';
+import { sleep } from './http.js';
 import { jsonObjectIn, type Llm, type LlmMessage } from './llm.js';
 import { excerpt, isTerminal, tail, type MetaIterationState, type MetaRunState, type MetaRunStore } from './meta-store.js';
 import { capUtf8 } from './redact.js';
@@ -351,18 +352,6 @@ export class MetaAgent {
       await sleep(Math.min(this.pollMs, Math.max(1, until - Date.now())), signal);
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** What hindsight files a failed test under: the end of its output, or what happened when there was none. */
