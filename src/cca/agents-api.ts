@@ -69,9 +69,13 @@ export function createTrajectoryStore(deps: AgentsDeps): TrajectoryStore {
   return new TrajectoryStore({ db: deps.db, config: deps.config.notes, ...(deps.commits ? { commits: deps.commits } : {}) });
 }
 
-export function createAgentsApi(deps: AgentsDeps): AgentsApi {
+export function createHindsight(deps: Pick<AgentsDeps, 'db' | 'embeddings' | 'memory' | 'commits'> & { config: { hindsight: HindsightConfig } }): HindsightService {
   const { db, embeddings, memory, commits, config } = deps;
-  return new AgentsApi(createTrajectoryStore(deps), new HindsightService({ db, embeddings, memory, config: config.hindsight, ...(commits ? { commits } : {}) }));
+  return new HindsightService({ db, embeddings, memory, config: config.hindsight, ...(commits ? { commits } : {}) });
+}
+
+export function createAgentsApi(deps: AgentsDeps): AgentsApi {
+  return new AgentsApi(createTrajectoryStore(deps), createHindsight(deps));
 }
 
 /** The `cca.distill` job's worker: with `deps.llm` the LLM writes the note, else the extractive distiller. */

@@ -23,7 +23,7 @@ export type { SessionSegment, SessionSweeperOptions, ToolStats, TrajectoryStoreO
 export { DISTILL_JOB, NOTE_TAKER_ACTOR, NoteDistiller, extractiveNote, isStateChangingTool, parseLlmNote, renderNote, sessionSignificance } from './notes.js';
 export type { DistillOutcome, NoteBody, NoteDistillerOptions, Significance } from './notes.js';
 export { HINDSIGHT_ACTOR, HindsightService, recency, successRate, type HindsightServiceOptions } from './hindsight.js';
-export { AgentsApi, createAgentsApi, createNoteDistiller, createSessionSweeper, createTrajectoryStore, type AgentsDeps } from './agents-api.js';
+export { AgentsApi, createAgentsApi, createHindsight, createNoteDistiller, createSessionSweeper, createTrajectoryStore, type AgentsDeps } from './agents-api.js';
 // The Meta-Agent: build → test → improve runs, their state, and the sandbox their test commands run in.
 export { CommandSandbox, parseCommand } from './sandbox.js';
 export type { CommandSandboxOptions, SandboxResult, SandboxRun } from './sandbox.js';

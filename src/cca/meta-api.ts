@@ -16,7 +16,7 @@ import {
 } from '../protocol/index.js';
 import { requirePermission, type TenantContext } from '../tenancy/index.js';
 import type { ContextArchitect } from './context.js';
-import { HindsightService } from './hindsight.js';
+import { createHindsight } from './agents-api.js';
 import type { Llm } from './llm.js';
 import { MetaAgent } from './meta-agent.js';
 import { MetaRunStore, publicRun } from './meta-store.js';
@@ -129,13 +129,13 @@ export function createMetaApi(deps: MetaDeps): MetaApi {
 
 /** The `cca.meta` job's worker. */
 export function createMetaAgent(deps: MetaDeps, opts: { log?: Logger; pollMs?: number } = {}): MetaAgent {
-  const { db, embeddings, memory, commits, config, meteredLlm } = deps;
+  const { db, memory, commits, config, meteredLlm } = deps;
   return new MetaAgent({
     store: new MetaRunStore(db, commits),
     llmFor: meteredLlm ? (tenantId) => meteredLlm.forTenant(tenantId) : undefined,
     context: deps.context,
     memory,
-    hindsight: new HindsightService({ db, embeddings, memory, config: config.hindsight, ...(commits ? { commits } : {}) }),
+    hindsight: createHindsight(deps),
     sandbox: sandboxFor(config.meta, opts.log),
     config: config.meta,
     ...opts,
